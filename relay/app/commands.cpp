@@ -1,0 +1,112 @@
+#include "relay/app/commands.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "relay/app/signals.hpp"
+#include "relay/config/config.hpp"
+#include "relay/observe/logging.hpp"
+#include "relay/pipeline/relay_loop.hpp"
+#include "relay/publisher/publisher.hpp"
+#include "relay/store/store.hpp"
+
+namespace outbox {
+
+namespace {
+
+constexpr const char* kExitCodesHelp =
+    "Exit codes: 0 success, 1 runtime failure, 64 bad command line, 78 invalid configuration.\n"
+    "Documentation: README.md; every configuration key: config/relay.yaml.";
+
+Config load_and_set_up(const std::string& config_path) {
+  Config config = load_config_file(config_path);
+  configure_logging(config.logging);
+  return config;
+}
+
+int run_relay(const std::string& config_path) {
+  const Config config = load_and_set_up(config_path);
+  StopOnSignals stop_on_signals;  // before the producer starts its threads
+  spdlog::info("event=starting config={} postgres={} kafka={} lanes={} batch_size={}", config_path,
+               redact_postgres_url(config.postgres.url), config.kafka.bootstrap_servers,
+               config.relay.lanes, config.relay.batch_size);
+  RelayLoop(config).run(stop_on_signals.token());
+  return kExitOk;
+}
+
+int migrate(const std::string& config_path) {
+  const Config config = load_and_set_up(config_path);
+  const std::vector<int> applied = apply_migrations(config.postgres, config.relay.notify);
+  std::cout << (applied.empty() ? "schema is up to date"
+                                : "applied " + std::to_string(applied.size()) + " migration(s)")
+            << "; NOTIFY wake-up " << (config.relay.notify ? "on" : "off") << '\n';
+  return kExitOk;
+}
+
+int check_config(const std::string& config_path, bool print_reference) {
+  if (print_reference) {
+    std::cout << render_reference_markdown();
+    return kExitOk;
+  }
+  const Config config = load_config_file(config_path);
+  std::cout << config_path << ": valid (postgres " << redact_postgres_url(config.postgres.url)
+            << ", kafka " << config.kafka.bootstrap_servers << ")\n";
+  return kExitOk;
+}
+
+}  // namespace
+
+int run_command_line(int argc, char** argv) {
+  CLI::App app{
+      "outbox-relay: publishes PostgreSQL outbox rows to Apache Kafka, at least once, "
+      "in per-key order.",
+      "outbox-relay"};
+  app.footer(kExitCodesHelp);
+  app.require_subcommand(1);
+  std::string config_path;
+  auto add_config_option = [&](CLI::App* command) {
+    return command->add_option("-c,--config", config_path, "YAML configuration file")
+        ->envname("RELAY_CONFIG");
+  };
+
+  CLI::App* run = app.add_subcommand("run", "Relay outbox rows to Kafka until SIGINT/SIGTERM");
+  add_config_option(run)->required();
+  CLI::App* migrate_command =
+      app.add_subcommand("migrate", "Create or upgrade the outbox schema (safe to repeat)");
+  add_config_option(migrate_command)->required();
+  CLI::App* check = app.add_subcommand("check-config", "Validate a configuration file and exit");
+  bool print_reference = false;
+  add_config_option(check);
+  check->add_flag("--print-reference", print_reference,
+                  "Print the Markdown reference of every configuration key");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    const int code = app.exit(error);  // prints help or the error to the right stream
+    return code == 0 ? kExitOk : kExitUsage;
+  }
+
+  try {
+    if (*run) return run_relay(config_path);
+    if (*migrate_command) return migrate(config_path);
+    if (check->parsed() && !print_reference && config_path.empty()) {
+      std::cerr << "outbox-relay check-config: --config is required\n";
+      return kExitUsage;
+    }
+    return check_config(config_path, print_reference);
+  } catch (const ConfigError& error) {
+    std::cerr << "outbox-relay: invalid configuration: " << error.what() << '\n';
+    return kExitConfig;
+  } catch (const PublisherConfigError& error) {
+    std::cerr << "outbox-relay: invalid Kafka configuration: " << error.what() << '\n';
+    return kExitConfig;
+  } catch (const std::exception& error) {
+    std::cerr << "outbox-relay: " << error.what() << '\n';
+    return kExitFailure;
+  }
+}
+
+}  // namespace outbox

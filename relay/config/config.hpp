@@ -1,0 +1,110 @@
+// The relay's configuration: YAML -> a validated Config, or a ConfigError naming file, line and
+// key.
+//
+// Every key is declared once (name, type, default, range, one sentence of meaning) in config.cpp;
+// parsing, unknown-key rejection and the reference table in the README all come from that table.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace outbox {
+
+enum class LogFormat { text, json };
+/// What happens to later rows of a key whose earlier row was parked as dead.
+enum class DeadKeyPolicy {
+  block,  ///< they wait until an operator requeues or discards the dead row (strict per-key order)
+  skip,   ///< they are published; the dead row is out of the key's sequence
+};
+
+struct PostgresConfig {
+  std::string url;  ///< libpq connection string or URI; may hold a password, never log it raw
+  std::chrono::milliseconds connect_timeout{5000};
+};
+
+struct KafkaConfig {
+  std::string bootstrap_servers;
+  /// Any librdkafka property, passed through verbatim (security.protocol, sasl.*, ssl.*, ...).
+  /// Values of keys that look secret (password, secret, key) are masked when printed.
+  std::map<std::string, std::string> properties;
+  std::chrono::milliseconds delivery_timeout{0};  ///< message.timeout.ms; 0 = retry forever
+  std::chrono::milliseconds linger{5};            ///< linger.ms
+  std::int64_t queue_max_kbytes = 65536;          ///< queue.buffering.max.kbytes
+  std::string compression = "none";               ///< compression.type
+};
+
+struct RelayConfig {
+  std::int32_t batch_size = 1000;
+  std::int32_t max_in_flight_batches = 4;
+  std::chrono::milliseconds poll_interval{1000};  ///< fallback when no NOTIFY arrives
+  bool notify = true;                             ///< LISTEN for the insert trigger's NOTIFY
+  std::int32_t lanes = 16;                        ///< a power of two; the same on every instance
+  std::chrono::milliseconds lane_rebalance_interval{1000};
+  std::chrono::milliseconds backoff_initial{100};
+  std::chrono::milliseconds backoff_max{30000};
+  std::chrono::milliseconds shutdown_timeout{10000};
+  DeadKeyPolicy dead_key_policy = DeadKeyPolicy::block;
+};
+
+struct RoutingConfig {
+  std::string topic_column = "topic";     ///< the outbox column whose value names the topic
+  std::string topic_pattern = "{value}";  ///< "{value}" is replaced by that column's value
+  std::string id_header = "outbox-id";    ///< header carrying the row id, for consumer dedup
+};
+
+struct LoggingConfig {
+  std::string level = "info";  ///< trace, debug, info, warn, error
+  LogFormat format = LogFormat::text;
+};
+
+struct Config {
+  std::string source_file;  ///< where it was read from, for messages
+  PostgresConfig postgres;
+  KafkaConfig kafka;
+  RelayConfig relay;
+  RoutingConfig routing;
+  LoggingConfig logging;
+};
+
+/// A configuration problem a user can fix: `file:line: key: why` (line is 1-based; 0 if unknown).
+class ConfigError : public std::runtime_error {
+ public:
+  ConfigError(std::string file, int line, std::string key, std::string why);
+  const std::string& file() const { return file_; }
+  int line() const { return line_; }
+  const std::string& key() const { return key_; }
+  const std::string& why() const { return why_; }
+
+ private:
+  std::string file_;
+  int line_;
+  std::string key_;
+  std::string why_;
+};
+
+/// Looks up an environment variable; returns false when it is not defined. Injected so tests and
+/// callers decide where variables come from (no hidden global state in the parser).
+using EnvLookup = bool (*)(const std::string& name, std::string& value);
+bool lookup_process_env(const std::string& name, std::string& value);
+
+/// Reads and validates a YAML file. ${VAR} and ${VAR:-default} in scalar values are substituted
+/// first; an undefined variable without a default is an error. Throws ConfigError.
+Config load_config_file(const std::string& path, EnvLookup env = lookup_process_env);
+/// Same, from text already in memory; `source_name` is used in error messages.
+Config load_config_text(const std::string& yaml_text, const std::string& source_name,
+                        EnvLookup env = lookup_process_env);
+
+/// The connection URL with any password replaced by "***", safe for logs and errors.
+std::string redact_postgres_url(const std::string& url);
+
+/// A Markdown table of every key: name, type, default, range, meaning. The README embeds it and
+/// tests/unit/config_test.cpp checks that the README and config/relay.yaml mention every key.
+std::string render_reference_markdown();
+/// Every declared key, dotted ("relay.batch_size"), in declaration order.
+std::vector<std::string> declared_keys();
+
+}  // namespace outbox

@@ -1,0 +1,24 @@
+// Pure functions that turn an outbox row's columns into a Kafka destination and headers.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "relay/core/outbox_row.hpp"
+
+namespace outbox {
+
+/// Replaces every "{value}" in `pattern` with `value` (Debezium's route.topic.replacement with
+/// ${routedByValue}; braces because ${...} is taken by environment substitution in the YAML).
+std::string resolve_topic(std::string_view pattern, std::string_view value);
+
+/// Why `topic` is not a legal Kafka topic name (1..249 chars of [a-zA-Z0-9._-], not "." or ".."),
+/// or nullopt when it is. Checked before producing so a bad row is parked instead of retried.
+std::optional<std::string> topic_name_defect(std::string_view topic);
+
+/// Decodes the headers column: a JSON object whose values are strings. Throws std::invalid_argument
+/// naming the offending header when the text is not such an object.
+MessageHeaders decode_headers(std::string_view json_object);
+
+}  // namespace outbox

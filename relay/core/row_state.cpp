@@ -1,0 +1,43 @@
+#include "relay/core/row_state.hpp"
+
+namespace outbox {
+
+std::string_view to_string(RowState state) {
+  switch (state) {
+    case RowState::pending:
+      return "pending";
+    case RowState::unknown:
+      return "unknown";
+    case RowState::published:
+      return "published";
+    case RowState::rolled_back:
+      return "rolled_back";
+    case RowState::dead:
+      return "dead";
+  }
+  return "invalid";
+}
+
+std::optional<RowState> parse_row_state(std::string_view text) {
+  for (RowState state : kAllRowStates) {
+    if (to_string(state) == text) return state;
+  }
+  return std::nullopt;
+}
+
+bool is_allowed_transition(RowState from, RowState to) {
+  switch (from) {
+    case RowState::pending:
+      return to == RowState::published || to == RowState::dead;
+    case RowState::unknown:
+      return to == RowState::pending || to == RowState::rolled_back || to == RowState::dead;
+    case RowState::dead:
+      return to == RowState::pending || to == RowState::unknown;
+    case RowState::published:
+    case RowState::rolled_back:
+      return false;
+  }
+  return false;
+}
+
+}  // namespace outbox

@@ -1,0 +1,29 @@
+// The life cycle of an outbox row. The names are mirrored by the SQL enum outbox.row_state
+// (schema/001_outbox.sql); tests/unit/row_state_test.cpp keeps the two in step.
+#pragma once
+
+#include <array>
+#include <optional>
+#include <string_view>
+
+namespace outbox {
+
+enum class RowState {
+  pending,      ///< committed, waiting to be published
+  unknown,      ///< a half message: the writer has not decided yet (check-back resolves it)
+  published,    ///< acknowledged by Kafka (terminal)
+  rolled_back,  ///< the writer rolled it back; never published (terminal)
+  dead,         ///< parked with a reason; an operator requeues or discards it
+};
+
+inline constexpr std::array kAllRowStates{RowState::pending, RowState::unknown, RowState::published,
+                                          RowState::rolled_back, RowState::dead};
+
+std::string_view to_string(RowState state);
+std::optional<RowState> parse_row_state(std::string_view text);
+
+/// Whether the relay or the SQL API may move a row from `from` to `to`. Terminal states never
+/// move; a dead row may be requeued to pending or unknown by an operator.
+bool is_allowed_transition(RowState from, RowState to);
+
+}  // namespace outbox

@@ -1,0 +1,261 @@
+#include "relay/pipeline/relay_loop.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <deque>
+#include <memory>
+
+#include "relay/core/backoff.hpp"
+#include "relay/publisher/publisher.hpp"
+#include "relay/store/store.hpp"
+
+namespace outbox {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+// Upper bound on any single wait, so a stop request is noticed promptly.
+constexpr milliseconds kStopCheckInterval{200};
+constexpr milliseconds kDeliveryPollInterval{5};
+constexpr std::chrono::seconds kProgressLogInterval{10};
+
+std::shared_ptr<spdlog::logger> pipeline_log() {
+  auto logger = spdlog::get("pipeline");
+  return logger ? logger : spdlog::default_logger();
+}
+
+struct Totals {
+  std::uint64_t published = 0;
+  std::uint64_t dead = 0;
+  std::uint64_t retried = 0;
+};
+
+/// One run of the loop; RelayLoop::run owns it. Split out so the loop's state has a home.
+class LoopState {
+ public:
+  LoopState(const Config& config, std::stop_token stop)
+      : config_(config),
+        stop_(std::move(stop)),
+        store_(config.postgres, config.routing, config.relay),
+        publisher_(make_publisher()),
+        store_backoff_(config.relay.backoff_initial, config.relay.backoff_max),
+        kafka_backoff_(config.relay.backoff_initial, config.relay.backoff_max) {}
+
+  void run() {
+    while (!stop_.stop_requested()) {
+      try {
+        step();
+        store_backoff_.reset();
+      } catch (const StoreUnavailable& error) {
+        const milliseconds delay = store_backoff_.next_delay();
+        pipeline_log()->warn(
+            "event=postgres_unavailable retry_in_ms={} in_flight_batches={} error=\"{}\"",
+            delay.count(), in_flight_.size(), error.what());
+        serve_deliveries_for(delay);
+      }
+      log_progress_if_due();
+    }
+    shut_down();
+  }
+
+ private:
+  std::unique_ptr<KafkaPublisher> make_publisher() {
+    return std::make_unique<KafkaPublisher>(config_.kafka, config_.routing,
+                                            config_.relay.dead_key_policy);
+  }
+
+  void step() {
+    if (!store_.connected()) {
+      store_.ensure_connected();
+      next_rebalance_ = Clock::now();  // leases died with the old session
+      caught_up_ = false;
+    }
+    if (Clock::now() >= next_rebalance_ || (releasing_lanes_ && in_flight_.empty())) rebalance();
+    claim_and_produce();
+    publisher_->poll(can_claim() ? milliseconds(0) : kDeliveryPollInterval);
+    record_completed_batches();
+    if (publisher_->has_fatal_error()) replace_publisher();
+    if (in_flight_.empty() && !can_claim()) wait_for_work();
+  }
+
+  bool can_claim() const {
+    // After any retriable failure nothing more is claimed until every in-flight batch is recorded:
+    // a later row of the failed row's key must not reach Kafka before it.
+    const bool failure_in_flight =
+        std::any_of(in_flight_.begin(), in_flight_.end(),
+                    [](const auto& batch) { return batch->had_retriable_failure(); });
+    return !caught_up_ && !releasing_lanes_ && !failure_in_flight &&
+           Clock::now() >= paused_until_ &&
+           in_flight_.size() < static_cast<std::size_t>(config_.relay.max_in_flight_batches);
+  }
+
+  void rebalance() {
+    const LaneOwnership ownership = store_.rebalance_lanes(/*may_release=*/in_flight_.empty());
+    // Lanes are handed over only with nothing in flight, so the next owner never publishes a row
+    // this instance has produced but not yet recorded (no duplicates in steady state).
+    releasing_lanes_ = ownership.owned.size() > static_cast<std::size_t>(ownership.fair_share);
+    if (ownership.owned.size() != owned_lanes_) caught_up_ = false;
+    owned_lanes_ = ownership.owned.size();
+    next_rebalance_ = Clock::now() + config_.relay.lane_rebalance_interval;
+  }
+
+  void claim_and_produce() {
+    while (can_claim() && !stop_.stop_requested()) {
+      in_flight_ids_.clear();
+      for (const auto& batch : in_flight_) {
+        for (const OutboxRow& row : batch->rows()) in_flight_ids_.push_back(row.id);
+      }
+      ClaimedBatch claimed = store_.claim_batch(in_flight_ids_, config_.relay.batch_size);
+      caught_up_ = claimed.reached_end;
+      if (claimed.rows.empty()) return;
+      auto batch = std::make_unique<PublishBatch>(std::move(claimed.rows));
+      publisher_->produce(*batch, [this] { return !stop_.stop_requested(); });
+      in_flight_.push_back(std::move(batch));
+    }
+  }
+
+  void record_completed_batches() {
+    while (!in_flight_.empty() && in_flight_.front()->complete()) {
+      const PublishBatch& batch = *in_flight_.front();
+      store_.record_outcomes(batch.reports());
+      publisher_->release_held_keys(batch);
+      count(batch);
+      if (batch.had_retriable_failure()) {
+        pause_after_failure(batch);
+      } else {
+        kafka_backoff_.reset();
+      }
+      in_flight_.pop_front();
+    }
+  }
+
+  void count(const PublishBatch& batch) {
+    for (const DeliveryReport& report : batch.reports()) {
+      switch (report.outcome) {
+        case DeliveryOutcome::delivered:
+          ++totals_.published;
+          break;
+        case DeliveryOutcome::permanent_failure:
+          ++totals_.dead;
+          pipeline_log()->warn("event=row_parked_dead id={} reason=\"{}\"", report.id.value,
+                               report.error);
+          break;
+        case DeliveryOutcome::retriable_failure:
+          ++totals_.retried;
+          break;
+        case DeliveryOutcome::not_attempted:
+          break;
+      }
+    }
+  }
+
+  void pause_after_failure(const PublishBatch& batch) {
+    const auto failed = std::find_if(batch.reports().begin(), batch.reports().end(),
+                                     [](const DeliveryReport& report) {
+                                       return report.outcome == DeliveryOutcome::retriable_failure;
+                                     });
+    const milliseconds delay = kafka_backoff_.next_delay();
+    paused_until_ = Clock::now() + delay;
+    caught_up_ = false;  // resume from the oldest pending row once the pause is over
+    pipeline_log()->warn(
+        "event=kafka_retriable_failure retry_in_ms={} first_failed_id={} error=\"{}\"",
+        delay.count(), failed->id.value, failed->error);
+  }
+
+  void replace_publisher() {
+    pipeline_log()->error("event=producer_fatal error=\"{}\" action=recreate_producer",
+                          publisher_->fatal_error());
+    // Every message still queued is purged and reported as a retriable failure, so the rows stay
+    // pending and are re-published by the new producer (with a new producer id) in id order.
+    publisher_->drain(milliseconds(0));
+    record_completed_batches();
+    publisher_ = make_publisher();
+  }
+
+  void wait_for_work() {
+    auto deadline = std::min(next_rebalance_, Clock::now() + config_.relay.poll_interval);
+    deadline = std::max(deadline, paused_until_);
+    while (!stop_.stop_requested()) {
+      const auto now = Clock::now();
+      if (now >= deadline) break;
+      const auto slice =
+          std::min(kStopCheckInterval, std::chrono::duration_cast<milliseconds>(deadline - now));
+      if (store_.wait_for_wakeup(slice) && now >= paused_until_) break;
+    }
+    caught_up_ = false;
+  }
+
+  void serve_deliveries_for(milliseconds duration) {
+    const auto deadline = Clock::now() + duration;
+    while (!stop_.stop_requested() && Clock::now() < deadline) {
+      publisher_->poll(std::min(kStopCheckInterval, duration));
+    }
+  }
+
+  void log_progress_if_due() {
+    const auto now = Clock::now();
+    if (now < next_progress_log_) return;
+    next_progress_log_ = now + kProgressLogInterval;
+    pipeline_log()->info(
+        "event=progress published_total={} dead_total={} retried_total={} in_flight_batches={} "
+        "lanes_owned={} producer_queue={}",
+        totals_.published, totals_.dead, totals_.retried, in_flight_.size(), owned_lanes_,
+        publisher_->queue_length());
+  }
+
+  void shut_down() {
+    pipeline_log()->info("event=stopping in_flight_batches={}", in_flight_.size());
+    const auto deadline = Clock::now() + config_.relay.shutdown_timeout;
+    while (!in_flight_.empty() && Clock::now() < deadline) {
+      publisher_->poll(kDeliveryPollInterval);
+      try {
+        record_completed_batches();
+      } catch (const StoreUnavailable&) {
+        break;
+      }
+    }
+    publisher_->drain(milliseconds(0));  // what is still undelivered stays pending
+    try {
+      record_completed_batches();
+    } catch (const StoreUnavailable& error) {
+      pipeline_log()->warn(
+          "event=outcomes_not_recorded batches={} error=\"{}\" effect=delivered rows stay pending "
+          "and are published again by the next run",
+          in_flight_.size(), error.what());
+    }
+    pipeline_log()->info("event=stopped published_total={} dead_total={}", totals_.published,
+                         totals_.dead);
+  }
+
+  const Config& config_;
+  std::stop_token stop_;
+  OutboxStore store_;
+  // Batches are declared before the publisher so the publisher, whose callbacks point into them,
+  // is destroyed first.
+  std::deque<std::unique_ptr<PublishBatch>> in_flight_;
+  std::unique_ptr<KafkaPublisher> publisher_;
+  Backoff store_backoff_;
+  Backoff kafka_backoff_;
+  std::vector<OutboxId> in_flight_ids_;
+  bool caught_up_ = false;
+  bool releasing_lanes_ = false;
+  std::size_t owned_lanes_ = 0;
+  Clock::time_point next_rebalance_ = Clock::now();
+  Clock::time_point paused_until_ = Clock::now();
+  Clock::time_point next_progress_log_ = Clock::now() + kProgressLogInterval;
+  Totals totals_;
+};
+
+}  // namespace
+
+RelayLoop::RelayLoop(const Config& config) : config_(config) {}
+
+void RelayLoop::run(std::stop_token stop) {
+  LoopState state(config_, std::move(stop));
+  state.run();
+}
+
+}  // namespace outbox

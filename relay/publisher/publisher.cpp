@@ -1,0 +1,242 @@
+#include "relay/publisher/publisher.hpp"
+
+#include <librdkafka/rdkafkacpp.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <unordered_map>
+
+#include "relay/core/assert.hpp"
+#include "relay/publisher/kafka_errors.hpp"
+
+namespace outbox {
+
+namespace {
+
+std::shared_ptr<spdlog::logger> publisher_log() {
+  auto logger = spdlog::get("publisher");
+  return logger ? logger : spdlog::default_logger();
+}
+
+bool is_secret_property(const std::string& name) {
+  return name.find("password") != std::string::npos || name.find("secret") != std::string::npos ||
+         name.find(".key") != std::string::npos;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, std::string>> owned_producer_properties(
+    const KafkaConfig& kafka) {
+  return {
+      // The delivery guarantee: every in-sync replica has the message, and retries can neither
+      // duplicate nor reorder within a partition (KIP-98). enable.idempotence implies acks=all,
+      // but we say it ourselves so no default can change it.
+      {"enable.idempotence", "true"},
+      {"acks", "all"},
+      // 0 = librdkafka retries until the broker answers. A finite timeout reports "possibly
+      // persisted" failures that the relay re-sends; with idempotence a timed-out message can
+      // leave a gap before later ones of the same partition, so 0 is the order-safe default.
+      {"message.timeout.ms", std::to_string(kafka.delivery_timeout.count())},
+      {"bootstrap.servers", kafka.bootstrap_servers},
+  };
+}
+
+PublishBatch::PublishBatch(std::vector<OutboxRow> rows) : rows_(std::move(rows)) {
+  reports_.resize(rows_.size());
+  slots_.reserve(rows_.size());
+  for (std::size_t i = 0; i < rows_.size(); ++i) {
+    reports_[i].id = rows_[i].id;
+    slots_.push_back(DeliverySlot{this, i});
+  }
+}
+
+struct KafkaPublisher::Producer final : public RdKafka::DeliveryReportCb, public RdKafka::EventCb {
+  std::unique_ptr<RdKafka::Producer> handle;
+  DeadKeyPolicy dead_key_policy = DeadKeyPolicy::block;
+  /// Keys with a dead row not yet recorded, and how many such rows each has.
+  std::unordered_map<std::string, int> held_keys;
+
+  void hold_key(const OutboxRow& row) {
+    if (row.key && dead_key_policy == DeadKeyPolicy::block) ++held_keys[*row.key];
+  }
+  bool is_held(const OutboxRow& row) const { return row.key && held_keys.contains(*row.key); }
+
+  void dr_cb(RdKafka::Message& message) override {
+    auto* slot = static_cast<PublishBatch::DeliverySlot*>(message.msg_opaque());
+    RELAY_ASSERT(slot != nullptr, "every produced message carries its slot");
+    DeliveryReport& report = slot->batch->reports_[slot->index];
+    report.outcome = classify_delivery_error(message.err());
+    if (report.outcome == DeliveryOutcome::delivered) {
+      report.partition = message.partition();
+      report.offset = message.offset();
+    } else {
+      if (report.outcome == DeliveryOutcome::retriable_failure) ++slot->batch->retriable_failures_;
+      if (report.outcome == DeliveryOutcome::permanent_failure) {
+        // The broker refused it (e.g. its max.message.bytes is below ours). Later rows of the key
+        // already produced cannot be called back; the README states this limit.
+        hold_key(slot->batch->rows_[slot->index]);
+      }
+      report.error = "kafka: " + RdKafka::err2str(message.err());
+      if (message.status() == RdKafka::Message::MSG_STATUS_POSSIBLY_PERSISTED) {
+        report.error += " (possibly persisted; re-sent)";
+      }
+    }
+    RELAY_ASSERT(slot->batch->awaiting_ > 0, "one report per produced message");
+    --slot->batch->awaiting_;
+  }
+
+  void event_cb(RdKafka::Event& event) override {
+    switch (event.type()) {
+      case RdKafka::Event::EVENT_ERROR:
+        // Broker-down and similar errors are informational: librdkafka keeps retrying.
+        publisher_log()->warn("event=kafka_error fatal={} error=\"{}\"", event.fatal(),
+                              event.str());
+        break;
+      case RdKafka::Event::EVENT_LOG:
+        if (event.severity() <= RdKafka::Event::EVENT_SEVERITY_WARNING) {
+          publisher_log()->warn("event=kafka_log facility={} message=\"{}\"", event.fac(),
+                                event.str());
+        }
+        break;
+      default:
+        break;
+    }
+  }
+};
+
+KafkaPublisher::KafkaPublisher(const KafkaConfig& kafka, const RoutingConfig& routing,
+                               DeadKeyPolicy policy)
+    : producer_(std::make_unique<Producer>()), routing_(routing) {
+  producer_->dead_key_policy = policy;
+  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+  std::string error;
+  auto set = [&](const std::string& name, const std::string& value) {
+    if (conf->set(name, value, error) != RdKafka::Conf::CONF_OK) {
+      throw PublisherConfigError("kafka property " + name + "=" +
+                                 (is_secret_property(name) ? "***" : value) + ": " + error);
+    }
+  };
+  // Defaults that users may override through kafka.properties.
+  set("client.id", "outbox-relay");
+  // Java clients' partitioner, so a key lands on the same partition whichever client wrote it.
+  set("partitioner", "murmur2_random");
+  set("linger.ms", std::to_string(kafka.linger.count()));
+  set("queue.buffering.max.kbytes", std::to_string(kafka.queue_max_kbytes));
+  set("compression.type", kafka.compression);
+  const auto owned = owned_producer_properties(kafka);
+  for (const auto& [name, value] : kafka.properties) {
+    const bool is_owned = std::any_of(owned.begin(), owned.end(),
+                                      [&](const auto& property) { return property.first == name; });
+    if (is_owned) {
+      throw PublisherConfigError("kafka.properties." + name +
+                                 ": set by the relay for its delivery guarantee; remove it");
+    }
+    set(name, value);
+  }
+  for (const auto& [name, value] : owned) set(name, value);
+  if (conf->set("dr_cb", static_cast<RdKafka::DeliveryReportCb*>(producer_.get()), error) !=
+          RdKafka::Conf::CONF_OK ||
+      conf->set("event_cb", static_cast<RdKafka::EventCb*>(producer_.get()), error) !=
+          RdKafka::Conf::CONF_OK) {
+    throw PublisherConfigError("cannot install producer callbacks: " + error);
+  }
+  producer_->handle.reset(RdKafka::Producer::create(conf.get(), error));
+  if (!producer_->handle) throw PublisherConfigError("cannot create Kafka producer: " + error);
+  publisher_log()->info("event=producer_created bootstrap={} idempotence=true acks=all",
+                        kafka.bootstrap_servers);
+}
+
+KafkaPublisher::~KafkaPublisher() {
+  // Callers drain() first; whatever is left is purged so no callback can reach a dead batch.
+  producer_->handle->purge(RdKafka::Producer::PURGE_QUEUE | RdKafka::Producer::PURGE_INFLIGHT);
+  producer_->handle->poll(0);
+}
+
+void KafkaPublisher::produce(PublishBatch& batch, const std::function<bool()>& keep_going) {
+  for (std::size_t i = 0; i < batch.rows_.size(); ++i) {
+    const OutboxRow& row = batch.rows_[i];
+    DeliveryReport& report = batch.reports_[i];
+    if (producer_->is_held(row)) continue;  // stays not_attempted
+
+    auto park = [&](std::string reason) {
+      report.outcome = DeliveryOutcome::permanent_failure;
+      report.error = std::move(reason);
+      producer_->hold_key(row);
+    };
+    if (row.defect) {
+      park(*row.defect);
+      continue;
+    }
+
+    std::unique_ptr<RdKafka::Headers> headers(RdKafka::Headers::create());
+    headers->add(routing_.id_header, std::to_string(row.id.value));
+    for (const auto& [name, value] : row.headers) headers->add(name, value);
+
+    RdKafka::ErrorCode error = RdKafka::ERR_NO_ERROR;
+    for (;;) {
+      // msgflags 0: librdkafka neither copies nor frees the payload; the batch owns the bytes
+      // until its last report has arrived.
+      error = producer_->handle->produce(
+          row.topic, RdKafka::Topic::PARTITION_UA, 0, const_cast<char*>(row.payload.data()),
+          row.payload.size(), row.key ? row.key->data() : nullptr, row.key ? row.key->size() : 0, 0,
+          headers.get(), &batch.slots_[i]);
+      if (error != RdKafka::ERR__QUEUE_FULL || !keep_going()) break;
+      producer_->handle->poll(50);
+    }
+    if (error == RdKafka::ERR_NO_ERROR) {
+      headers.release();  // librdkafka owns them now
+      ++batch.awaiting_;
+      continue;
+    }
+    const DeliveryOutcome outcome = classify_delivery_error(error);
+    if (outcome == DeliveryOutcome::permanent_failure) {
+      park("kafka: " + RdKafka::err2str(error));
+      continue;
+    }
+    // A retriable refusal (queue still full when asked to stop, unknown topic): leave this and
+    // every later row to a later claim so nothing of this key overtakes it.
+    report.outcome = DeliveryOutcome::retriable_failure;
+    report.error = "kafka: " + RdKafka::err2str(error);
+    ++batch.retriable_failures_;
+    break;
+  }
+  producer_->handle->poll(0);
+}
+
+void KafkaPublisher::release_held_keys(const PublishBatch& batch) {
+  for (std::size_t i = 0; i < batch.rows_.size(); ++i) {
+    const OutboxRow& row = batch.rows_[i];
+    if (batch.reports_[i].outcome != DeliveryOutcome::permanent_failure || !row.key) continue;
+    auto held = producer_->held_keys.find(*row.key);
+    if (held != producer_->held_keys.end() && --held->second == 0) producer_->held_keys.erase(held);
+  }
+}
+
+void KafkaPublisher::poll(std::chrono::milliseconds timeout) {
+  producer_->handle->poll(static_cast<int>(timeout.count()));
+}
+
+bool KafkaPublisher::has_fatal_error() const {
+  std::string reason;
+  return producer_->handle->fatal_error(reason) != RdKafka::ERR_NO_ERROR;
+}
+
+std::string KafkaPublisher::fatal_error() const {
+  std::string reason;
+  const RdKafka::ErrorCode code = producer_->handle->fatal_error(reason);
+  return code == RdKafka::ERR_NO_ERROR ? std::string{} : RdKafka::err2str(code) + ": " + reason;
+}
+
+void KafkaPublisher::drain(std::chrono::milliseconds timeout) {
+  producer_->handle->flush(static_cast<int>(timeout.count()));
+  producer_->handle->purge(RdKafka::Producer::PURGE_QUEUE | RdKafka::Producer::PURGE_INFLIGHT);
+  // Purged messages report through the callback; serve them until none is left.
+  for (int round = 0; round < 100 && producer_->handle->outq_len() > 0; ++round) {
+    producer_->handle->poll(10);
+  }
+  producer_->handle->poll(0);
+}
+
+int KafkaPublisher::queue_length() const { return producer_->handle->outq_len(); }
+
+}  // namespace outbox

@@ -1,0 +1,104 @@
+// The only module that talks to Kafka: an idempotent librdkafka producer (acks=all) and the
+// bookkeeping that turns its delivery reports into DeliveryReports. Nothing outside
+// relay/publisher includes librdkafka.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "relay/config/config.hpp"
+#include "relay/core/outbox_row.hpp"
+
+namespace outbox {
+
+/// The producer could not be created from the configuration (a bad librdkafka property, or a
+/// property the relay must own, such as acks). Not retriable: the configuration must change.
+class PublisherConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// The rows of one claimed batch and what became of each. The publisher keeps pointers into it
+/// until every produced row has its report, so the caller must keep it alive and in place
+/// (hold it by unique_ptr) until complete() — or until KafkaPublisher::abandon_all() returned.
+class PublishBatch {
+ public:
+  explicit PublishBatch(std::vector<OutboxRow> rows);
+  PublishBatch(const PublishBatch&) = delete;
+  PublishBatch& operator=(const PublishBatch&) = delete;
+
+  std::span<const OutboxRow> rows() const { return rows_; }
+  std::span<const DeliveryReport> reports() const { return reports_; }
+  bool complete() const { return awaiting_ == 0; }
+  /// Whether any row failed in a way that warrants backing off before claiming again.
+  bool had_retriable_failure() const { return retriable_failures_ > 0; }
+
+ private:
+  friend class KafkaPublisher;
+  /// What a produced message's opaque points at: the report to fill, and the batch to count down.
+  struct DeliverySlot {
+    PublishBatch* batch;
+    std::size_t index;
+  };
+  std::vector<OutboxRow> rows_;
+  std::vector<DeliveryReport> reports_;
+  std::vector<DeliverySlot> slots_;
+  std::size_t awaiting_ = 0;
+  std::size_t retriable_failures_ = 0;
+};
+
+/// Not thread-safe: one loop produces, polls and reads the batches. Delivery callbacks run inside
+/// poll() on the calling thread.
+class KafkaPublisher {
+ public:
+  /// Throws PublisherConfigError.
+  KafkaPublisher(const KafkaConfig& kafka, const RoutingConfig& routing, DeadKeyPolicy policy);
+  ~KafkaPublisher();
+  KafkaPublisher(const KafkaPublisher&) = delete;
+  KafkaPublisher& operator=(const KafkaPublisher&) = delete;
+
+  /// Hands every row of the batch to librdkafka, in order. Rows with a defect, or that librdkafka
+  /// refuses outright (too large), are permanent failures at once. Under DeadKeyPolicy::block their
+  /// key is then held: later rows of it, in this batch or any batch produced before
+  /// release_held_keys(this batch), are not_attempted — the database does not know the row is dead
+  /// until the batch is recorded, so a claim made meanwhile may hold later rows of that key. When
+  /// librdkafka's queue is full it serves delivery reports and tries again while `keep_going()`
+  /// says so; rows left when it stops are not_attempted.
+  void produce(PublishBatch& batch, const std::function<bool()>& keep_going);
+
+  /// Call once `batch` is recorded: its dead rows are now visible to claims, which skip their keys.
+  void release_held_keys(const PublishBatch& batch);
+
+  /// Serves delivery reports for up to `timeout`.
+  void poll(std::chrono::milliseconds timeout);
+
+  /// A fatal producer error (e.g. an idempotence sequence violation) stops this producer for good;
+  /// the caller abandons in-flight batches and creates a new publisher.
+  bool has_fatal_error() const;
+  std::string fatal_error() const;
+
+  /// Waits up to `timeout` for outstanding deliveries, then purges what is left; afterwards every
+  /// batch produced by this publisher is complete (purged rows as retriable failures).
+  void drain(std::chrono::milliseconds timeout);
+
+  /// Messages waiting in librdkafka's queues or in flight to the broker.
+  int queue_length() const;
+
+ private:
+  struct Producer;
+  std::unique_ptr<Producer> producer_;
+  RoutingConfig routing_;
+};
+
+/// The librdkafka properties the relay sets itself, in the order applied; user properties from
+/// kafka.properties may not override these (guarantees hang on them).
+std::vector<std::pair<std::string, std::string>> owned_producer_properties(
+    const KafkaConfig& kafka);
+
+}  // namespace outbox

@@ -1,0 +1,102 @@
+// The only module that talks to PostgreSQL: connecting, wake-ups, lane leases, claiming pending
+// rows and recording what Kafka said about them. Nothing outside relay/store includes pqxx.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "relay/config/config.hpp"
+#include "relay/core/ids.hpp"
+#include "relay/core/outbox_row.hpp"
+
+namespace outbox {
+
+/// PostgreSQL could not be reached or dropped the connection, or a statement hit a transient
+/// condition (serialization failure, admin shutdown, too many connections). The caller backs off
+/// and retries; the store reconnects on its next use. Anything else the store throws is a bug or a
+/// schema problem and is not worth retrying.
+class StoreUnavailable : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// A batch of pending rows read from the outbox, in id order.
+struct ClaimedBatch {
+  std::vector<OutboxRow> rows;
+  bool reached_end = false;  ///< fewer rows than asked for: the backlog is drained for now
+};
+
+/// What the lane leases look like after a rebalance step.
+struct LaneOwnership {
+  std::vector<LaneId> owned;  ///< lanes this instance holds now, ascending
+  int instances = 1;          ///< relay instances sharing this outbox (including this one)
+  int fair_share = 0;         ///< how many lanes this instance aims to hold
+};
+
+/// One PostgreSQL session used by one relay loop. Not thread-safe. Owns its connection: leases
+/// (session advisory locks) and LISTEN live exactly as long as the connection; losing the
+/// connection loses both, which is what lets another instance take the lanes over.
+class OutboxStore {
+ public:
+  OutboxStore(const PostgresConfig& postgres, const RoutingConfig& routing,
+              const RelayConfig& relay);
+  ~OutboxStore();
+  OutboxStore(const OutboxStore&) = delete;
+  OutboxStore& operator=(const OutboxStore&) = delete;
+
+  /// Opens the session if it is not open: connects, prepares statements, joins the instance
+  /// membership and LISTENs when relay.notify is on. Throws StoreUnavailable.
+  void ensure_connected();
+  /// Drops the session (and with it every lease). Safe to call at any time.
+  void disconnect() noexcept;
+  bool connected() const;
+
+  /// Waits up to `timeout` for a NOTIFY from the insert trigger. Returns true when one arrived.
+  /// Without LISTEN (relay.notify off) it simply sleeps. Throws StoreUnavailable.
+  bool wait_for_wakeup(std::chrono::milliseconds timeout);
+
+  /// Takes free lanes up to this instance's fair share; when it holds more than its share
+  /// and `may_release` is set, releases the highest ones. Throws StoreUnavailable.
+  LaneOwnership rebalance_lanes(bool may_release);
+
+  /// Reads up to `limit` pending rows of the owned lanes in id order, skipping the ids in
+  /// `in_flight` (already handed to Kafka, not yet recorded) and, under dead_key_policy block, the
+  /// rows whose key has an earlier dead row. Routing and header decoding happen here; a row that
+  /// cannot be routed comes back with `defect` set. Throws StoreUnavailable.
+  ClaimedBatch claim_batch(std::span<const OutboxId> in_flight, int limit);
+
+  /// Records a batch's outcomes in one statement: delivered rows become published with their
+  /// partition and offset, permanent failures dead with their reason, retriable failures stay
+  /// pending with the attempt counted. Only rows still pending change, so recording twice is
+  /// harmless (which is what makes a retry after an in-doubt commit safe). Throws StoreUnavailable.
+  void record_outcomes(std::span<const DeliveryReport> reports);
+
+ private:
+  struct Session;
+  template <typename Work>
+  auto run(const std::string& what, Work&& work);
+  PostgresConfig postgres_;
+  RoutingConfig routing_;
+  RelayConfig relay_;
+  std::unique_ptr<Session> session_;
+};
+
+/// Applies the migrations in schema/ that the database lacks, each in its own transaction under an
+/// advisory lock, so two processes migrating at once do not collide; then sets the NOTIFY trigger
+/// to `notify`. Returns the versions applied now (empty when up to date). Throws StoreUnavailable
+/// or std::runtime_error with the failing migration's name.
+std::vector<int> apply_migrations(const PostgresConfig& postgres, bool notify);
+
+/// The connection string with the relay's session settings (connect_timeout, application_name)
+/// added unless the user set them.
+std::string session_connection_string(const PostgresConfig& postgres);
+
+/// PostgreSQL's array literal for a list of values, e.g. {1,2,3} or {"a b",NULL}.
+std::string format_int_array(std::span<const std::int64_t> values);
+std::string format_text_array(std::span<const std::string> values);
+
+}  // namespace outbox

@@ -1,0 +1,28 @@
+// Reads back what the relay wrote to Kafka, with a real consumer.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace outbox::test {
+
+struct ConsumedMessage {
+  std::string topic;
+  int partition = -1;
+  long long offset = -1;
+  std::optional<std::string> key;
+  std::string payload;
+  std::map<std::string, std::string> headers;
+  long long outbox_id = 0;  ///< from the outbox-id header
+};
+
+/// Every message in `topic` right now, from the beginning of each partition up to its high
+/// watermark, in partition then offset order. Waits up to `topic_timeout` for the topic to exist;
+/// an absent topic yields no messages.
+std::vector<ConsumedMessage> read_topic(
+    const std::string& topic, std::chrono::milliseconds topic_timeout = std::chrono::seconds(10));
+
+}  // namespace outbox::test

@@ -1,0 +1,100 @@
+#include "tests/support/relay_process.hpp"
+
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "tests/support/services.hpp"
+
+namespace outbox::test {
+
+std::string write_relay_config(const std::string& database_url,
+                               const std::map<std::string, std::string>& overrides) {
+  std::map<std::string, std::map<std::string, std::string>> sections;
+  sections["postgres"]["url"] = "\"" + database_url + "\"";
+  sections["kafka"]["bootstrap_servers"] = "\"" + kafka_bootstrap() + "\"";
+  sections["relay"]["poll_interval_ms"] = "200";
+  sections["relay"]["lane_rebalance_interval_ms"] = "300";
+  sections["relay"]["backoff_max_ms"] = "2000";
+  sections["logging"]["level"] = "info";
+  for (const auto& [dotted, value] : overrides) {
+    const auto dot = dotted.find('.');
+    sections[dotted.substr(0, dot)][dotted.substr(dot + 1)] = value;
+  }
+  std::ostringstream yaml;
+  for (const auto& [section, keys] : sections) {
+    yaml << section << ":\n";
+    for (const auto& [key, value] : keys) yaml << "  " << key << ": " << value << "\n";
+  }
+  const auto path = std::filesystem::temp_directory_path() / (unique_name("relay") + ".yaml");
+  std::ofstream(path) << yaml.str();
+  return path.string();
+}
+
+RelayProcess::RelayProcess(const std::string& config_path)
+    : log_path_(config_path.substr(0, config_path.rfind('.')) + "." +
+                std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()) +
+                ".log") {
+  pid_ = fork();
+  REQUIRE(pid_ >= 0);
+  if (pid_ == 0) {
+    const int log = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(log, STDOUT_FILENO);
+    dup2(log, STDERR_FILENO);
+    execl(RELAY_BINARY, RELAY_BINARY, "run", "--config", config_path.c_str(),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+}
+
+RelayProcess::~RelayProcess() {
+  if (pid_ > 0) kill_hard();
+}
+
+bool RelayProcess::running() {
+  if (pid_ <= 0) return false;
+  int status = 0;
+  if (waitpid(pid_, &status, WNOHANG) == pid_) {
+    pid_ = -1;
+    return false;
+  }
+  return true;
+}
+
+void RelayProcess::kill_hard() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+int RelayProcess::terminate(std::chrono::milliseconds timeout) {
+  if (pid_ <= 0) return -1;
+  kill(pid_, SIGTERM);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  kill_hard();
+  return -1;
+}
+
+std::string RelayProcess::log_tail(std::size_t bytes) const {
+  std::ifstream log(log_path_);
+  std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  return text.size() > bytes ? text.substr(text.size() - bytes) : text;
+}
+
+}  // namespace outbox::test

@@ -1,0 +1,52 @@
+// The real outbox-relay binary as a child process, so a test can SIGKILL it like an OOM killer
+// would.
+#pragma once
+
+#include <sys/types.h>
+#include <chrono>
+#include <map>
+#include <string>
+
+namespace outbox::test {
+
+/// A config file for a test: the test's database and the local broker, fast polling and rebalance
+/// so tests do not wait, plus `overrides` ("relay.batch_size" -> "100") on top.
+std::string write_relay_config(const std::string& database_url,
+                               const std::map<std::string, std::string>& overrides = {});
+
+class RelayProcess {
+ public:
+  /// Starts `outbox-relay run --config config_path`; its stderr goes to a log file whose tail is
+  /// printed when a check fails.
+  explicit RelayProcess(const std::string& config_path);
+  ~RelayProcess();  ///< SIGKILLs the relay if it still runs
+  RelayProcess(const RelayProcess&) = delete;
+  RelayProcess& operator=(const RelayProcess&) = delete;
+
+  void kill_hard();  ///< SIGKILL and reap
+  /// SIGTERM, then waits up to `timeout` for the exit; returns the exit code (-1 if killed/timed
+  /// out).
+  int terminate(std::chrono::milliseconds timeout = std::chrono::seconds(20));
+  bool running();
+  std::string log_tail(std::size_t bytes = 4000) const;
+
+ private:
+  pid_t pid_ = -1;
+  std::string log_path_;
+};
+
+/// Waits until `condition()` holds, up to `timeout`; returns whether it did.
+template <typename Condition>
+bool eventually(Condition condition, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (condition()) return true;
+    struct timespec pause {
+      0, 100'000'000
+    };
+    nanosleep(&pause, nullptr);
+  }
+  return condition();
+}
+
+}  // namespace outbox::test

@@ -1,0 +1,65 @@
+#include "tests/support/services.hpp"
+
+#include <doctest/doctest.h>
+#include <librdkafka/rdkafkacpp.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+#include <pqxx/pqxx>
+
+namespace outbox::test {
+
+namespace {
+std::string env_or(const char* name, const std::string& fallback) {
+  const char* value = std::getenv(name);
+  return value && *value ? value : fallback;
+}
+
+bool kafka_answers() {
+  std::string error;
+  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+  conf->set("bootstrap.servers", kafka_bootstrap(), error);
+  std::unique_ptr<RdKafka::Producer> producer(RdKafka::Producer::create(conf.get(), error));
+  if (!producer) return false;
+  RdKafka::Metadata* metadata = nullptr;
+  const bool answered = producer->metadata(true, nullptr, &metadata, 5000) == RdKafka::ERR_NO_ERROR;
+  delete metadata;
+  return answered;
+}
+}  // namespace
+
+std::string postgres_server_url() {
+  return env_or("RELAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432");
+}
+
+std::string kafka_bootstrap() { return env_or("RELAY_TEST_KAFKA_BOOTSTRAP", "127.0.0.1:9092"); }
+
+bool services_available() {
+  static const bool available = [] {
+    try {
+      pqxx::connection connection{postgres_server_url() + "/postgres"};
+    } catch (const std::exception&) {
+      return false;
+    }
+    return kafka_answers();
+  }();
+  return available;
+}
+
+std::string unique_name(const std::string& prefix) {
+  static std::atomic<int> counter{0};
+  const auto now = std::chrono::system_clock::now().time_since_epoch();
+  return prefix + "_" + std::to_string(getpid()) + "_" + std::to_string(counter++) + "_" +
+         std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(now).count() %
+                        100000000);
+}
+
+void run_services_script(const std::string& action) {
+  const std::string command = std::string(RELAY_SOURCE_DIR) + "/scripts/services " + action;
+  REQUIRE_MESSAGE(std::system(command.c_str()) == 0, "failed: " << command);
+}
+
+}  // namespace outbox::test

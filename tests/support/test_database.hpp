@@ -1,0 +1,29 @@
+// A fresh, migrated database per test, dropped at the end: tests never see each other's rows.
+#pragma once
+
+#include <pqxx/pqxx>
+#include <string>
+
+namespace outbox::test {
+
+class TestDatabase {
+ public:
+  /// Creates and migrates the database. `notify` sets the wake-up trigger.
+  explicit TestDatabase(bool notify = true);
+  ~TestDatabase();
+  TestDatabase(const TestDatabase&) = delete;
+  TestDatabase& operator=(const TestDatabase&) = delete;
+
+  const std::string& url() const { return url_; }
+  /// A new connection to this database.
+  pqxx::connection connect() const { return pqxx::connection{url_}; }
+  /// Runs one statement in its own transaction and returns the first column of the first row.
+  std::string scalar(const std::string& sql) const;
+  long long count(const std::string& where_clause) const;
+
+ private:
+  std::string name_;
+  std::string url_;
+};
+
+}  // namespace outbox::test

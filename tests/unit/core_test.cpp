@@ -1,0 +1,112 @@
+// Specifications of the pure parts: state transitions, routing, header decoding, backoff, and the
+// array literals the store sends to PostgreSQL.
+#include <doctest/doctest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "relay/core/backoff.hpp"
+#include "relay/core/routing.hpp"
+#include "relay/core/row_state.hpp"
+#include "relay/store/store.hpp"
+
+using namespace outbox;
+using namespace std::chrono_literals;
+
+TEST_CASE("row states round-trip through their names and match the SQL enum") {
+  std::ifstream schema(std::string(RELAY_SOURCE_DIR) + "/schema/001_outbox.sql");
+  std::stringstream text;
+  text << schema.rdbuf();
+  std::string sql_enum = "CREATE TYPE outbox.row_state AS ENUM (";
+  for (RowState state : kAllRowStates) {
+    CHECK(parse_row_state(to_string(state)) == state);
+    sql_enum += std::string(state == kAllRowStates.front() ? "'" : ", '") +
+                std::string(to_string(state)) + "'";
+  }
+  CHECK(text.str().find(sql_enum + ");") != std::string::npos);
+  CHECK_FALSE(parse_row_state("PENDING").has_value());
+}
+
+TEST_CASE("terminal states never move and rolled-back rows can never be published") {
+  for (RowState to : kAllRowStates) {
+    CHECK_FALSE(is_allowed_transition(RowState::published, to));
+    CHECK_FALSE(is_allowed_transition(RowState::rolled_back, to));
+  }
+  CHECK_FALSE(is_allowed_transition(RowState::unknown, RowState::published));
+  CHECK(is_allowed_transition(RowState::pending, RowState::published));
+  CHECK(is_allowed_transition(RowState::pending, RowState::dead));
+  CHECK(is_allowed_transition(RowState::unknown, RowState::pending));
+  CHECK(is_allowed_transition(RowState::unknown, RowState::rolled_back));
+  CHECK(is_allowed_transition(RowState::dead, RowState::pending));
+}
+
+TEST_CASE("a topic pattern replaces every {value} with the routing column's value") {
+  CHECK(resolve_topic("{value}", "orders") == "orders");
+  CHECK(resolve_topic("outbox.event.{value}", "Order") == "outbox.event.Order");
+  CHECK(resolve_topic("{value}.{value}", "a") == "a.a");
+  CHECK(resolve_topic("fixed", "ignored") == "fixed");
+}
+
+TEST_CASE("topic names that Kafka would refuse are caught before producing") {
+  CHECK_FALSE(topic_name_defect("orders.v1_EU-2").has_value());
+  CHECK(topic_name_defect("").has_value());
+  CHECK(topic_name_defect(".").has_value());
+  CHECK(topic_name_defect("..").has_value());
+  CHECK(topic_name_defect("has space").has_value());
+  CHECK(topic_name_defect("ütf").has_value());
+  CHECK(topic_name_defect(std::string(249, 'a')) == std::nullopt);
+  CHECK(topic_name_defect(std::string(250, 'a')).has_value());
+}
+
+TEST_CASE("headers decode from a JSON object of strings, and anything else names the problem") {
+  const MessageHeaders headers = decode_headers(R"({"type": "OrderPlaced", "v": "2"})");
+  REQUIRE(headers.size() == 2);
+  CHECK(decode_headers("{}").empty());
+  CHECK_THROWS_WITH_AS(decode_headers(R"({"n": 1})"), "header 'n' must be a string, not number",
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(decode_headers("[1]"), "headers must be a JSON object",
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(decode_headers("{"), "headers are not valid JSON", std::invalid_argument);
+}
+
+TEST_CASE("backoff doubles from the initial delay up to the cap, with jitter in the upper half") {
+  Backoff backoff(100ms, 1000ms, /*seed=*/42);
+  const std::chrono::milliseconds ceilings[] = {100ms, 200ms, 400ms, 800ms, 1000ms, 1000ms};
+  for (auto ceiling : ceilings) {
+    const auto delay = backoff.next_delay();
+    CHECK(delay >= ceiling / 2);
+    CHECK(delay <= ceiling);
+  }
+  CHECK(backoff.failures() == 6);
+  backoff.reset();
+  CHECK(backoff.next_delay() <= 100ms);
+}
+
+TEST_CASE("backoff survives an outage of any length without overflowing") {
+  Backoff backoff(1ms, 30'000ms, /*seed=*/7);
+  std::chrono::milliseconds delay{0};
+  for (int i = 0; i < 10'000; ++i) delay = backoff.next_delay();
+  CHECK(delay >= 15'000ms);
+  CHECK(delay <= 30'000ms);
+}
+
+TEST_CASE("array literals for PostgreSQL quote and escape every element") {
+  const std::int64_t numbers[] = {1, -2, 3'000'000'000};
+  CHECK(format_int_array(numbers) == "{1,-2,3000000000}");
+  CHECK(format_int_array(std::span<const std::int64_t>{}) == "{}");
+  const std::string texts[] = {"plain", "with \"quotes\"", "back\\slash", "", "a,b {c}"};
+  CHECK(format_text_array(texts) == R"({"plain","with \"quotes\"","back\\slash","","a,b {c}"})");
+}
+
+TEST_CASE("the relay adds its session settings to both connection string forms") {
+  PostgresConfig postgres;
+  postgres.url = "postgresql://u@h:5432/db";
+  CHECK(session_connection_string(postgres) ==
+        "postgresql://u@h:5432/db?connect_timeout=5&application_name=outbox-relay");
+  postgres.url = "postgresql://u@h/db?sslmode=require&connect_timeout=2";
+  CHECK(session_connection_string(postgres) ==
+        "postgresql://u@h/db?sslmode=require&connect_timeout=2&application_name=outbox-relay");
+  postgres.url = "host=h dbname=db";
+  CHECK(session_connection_string(postgres) ==
+        "host=h dbname=db connect_timeout=5 application_name=outbox-relay");
+}
