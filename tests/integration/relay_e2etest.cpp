@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <set>
+#include <thread>
 
 #include "tests/support/kafka_reader.hpp"
 #include "tests/support/relay_process.hpp"

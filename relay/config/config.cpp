@@ -1,0 +1,399 @@
+#include "relay/config/config.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <regex>
+#include <sstream>
+
+namespace outbox {
+
+namespace {
+
+using std::chrono::milliseconds;
+
+enum class ValueKind { string, integer, boolean, choice, map };
+
+/// One configuration key, declared once: everything else (parsing, unknown-key rejection, the
+/// README table) is derived from this table.
+struct Property {
+  std::string_view name;  ///< dotted: section.key
+  ValueKind kind;
+  std::string_view default_text;  ///< as shown in the reference; empty = required
+  std::string_view range;         ///< for integers "min..max"; for choices "a|b|c"
+  std::string_view doc;
+  std::int64_t min = 0;
+  std::int64_t max = 0;
+  /// Stores the already-validated scalar text (or, for maps, is unused).
+  std::function<void(Config&, const std::string&)> store;
+};
+
+std::int64_t to_int(const std::string& text) { return std::stoll(text); }
+
+const std::vector<Property>& properties() {
+  static const std::vector<Property> table = {
+      {"postgres.url", ValueKind::string, "", "",
+       "libpq connection string or URI of the database holding the outbox.", 0, 0,
+       [](Config& c, const std::string& v) { c.postgres.url = v; }},
+      {"postgres.connect_timeout_ms", ValueKind::integer, "5000", "100..600000",
+       "Give up a connection attempt after this long (then back off and retry).", 100, 600000,
+       [](Config& c, const std::string& v) { c.postgres.connect_timeout = milliseconds(to_int(v)); }},
+      {"kafka.bootstrap_servers", ValueKind::string, "", "",
+       "Comma-separated host:port list of Kafka brokers.", 0, 0,
+       [](Config& c, const std::string& v) { c.kafka.bootstrap_servers = v; }},
+      {"kafka.properties", ValueKind::map, "{}", "",
+       "librdkafka properties passed through verbatim (security.protocol, sasl.*, ssl.*, ...).", 0,
+       0, nullptr},
+      {"kafka.delivery_timeout_ms", ValueKind::integer, "0", "0..2147483647",
+       "librdkafka message.timeout.ms; 0 retries until the broker answers (the order-safe choice).",
+       0, 2147483647,
+       [](Config& c, const std::string& v) { c.kafka.delivery_timeout = milliseconds(to_int(v)); }},
+      {"kafka.linger_ms", ValueKind::integer, "5", "0..900000",
+       "How long the producer waits to fill a Kafka batch (latency against throughput).", 0,
+       900000, [](Config& c, const std::string& v) { c.kafka.linger = milliseconds(to_int(v)); }},
+      {"kafka.queue_max_kbytes", ValueKind::integer, "65536", "1..2097151",
+       "Bound on the producer's memory for queued messages (queue.buffering.max.kbytes).", 1,
+       2097151, [](Config& c, const std::string& v) { c.kafka.queue_max_kbytes = to_int(v); }},
+      {"kafka.compression", ValueKind::choice, "none", "none|gzip|snappy|lz4|zstd",
+       "Compression of produced batches (compression.type).", 0, 0,
+       [](Config& c, const std::string& v) { c.kafka.compression = v; }},
+      {"relay.batch_size", ValueKind::integer, "1000", "1..100000",
+       "Rows claimed, produced and recorded together.", 1, 100000,
+       [](Config& c, const std::string& v) { c.relay.batch_size = static_cast<int>(to_int(v)); }},
+      {"relay.max_in_flight_batches", ValueKind::integer, "4", "1..64",
+       "Batches between claim and record at once; bounds memory and duplicates after a crash.", 1,
+       64, [](Config& c, const std::string& v) {
+         c.relay.max_in_flight_batches = static_cast<int>(to_int(v));
+       }},
+      {"relay.poll_interval_ms", ValueKind::integer, "1000", "10..3600000",
+       "Look for pending rows at least this often, NOTIFY or not.", 10, 3600000,
+       [](Config& c, const std::string& v) { c.relay.poll_interval = milliseconds(to_int(v)); }},
+      {"relay.notify", ValueKind::boolean, "true", "true|false",
+       "LISTEN for the insert trigger's NOTIFY; migrate turns the trigger on or off to match.", 0,
+       0, [](Config& c, const std::string& v) { c.relay.notify = v == "true"; }},
+      {"relay.lanes", ValueKind::integer, "16", "1..1024, a power of two",
+       "Slices of the key space that relay instances divide among them; same on every instance.",
+       1, 1024, [](Config& c, const std::string& v) { c.relay.lanes = static_cast<int>(to_int(v)); }},
+      {"relay.lane_rebalance_interval_ms", ValueKind::integer, "1000", "100..600000",
+       "How often an instance takes free lanes or gives up extra ones.", 100, 600000,
+       [](Config& c, const std::string& v) {
+         c.relay.lane_rebalance_interval = milliseconds(to_int(v));
+       }},
+      {"relay.backoff_initial_ms", ValueKind::integer, "100", "1..600000",
+       "First retry delay after a PostgreSQL or Kafka failure; doubles per failure, with jitter.",
+       1, 600000,
+       [](Config& c, const std::string& v) { c.relay.backoff_initial = milliseconds(to_int(v)); }},
+      {"relay.backoff_max_ms", ValueKind::integer, "30000", "1..3600000",
+       "Longest retry delay; at least backoff_initial_ms.", 1, 3600000,
+       [](Config& c, const std::string& v) { c.relay.backoff_max = milliseconds(to_int(v)); }},
+      {"relay.shutdown_timeout_ms", ValueKind::integer, "10000", "0..600000",
+       "On SIGTERM, wait this long for in-flight deliveries before exiting.", 0, 600000,
+       [](Config& c, const std::string& v) { c.relay.shutdown_timeout = milliseconds(to_int(v)); }},
+      {"relay.dead_key_policy", ValueKind::choice, "block", "block|skip",
+       "Whether later rows of a key wait behind its dead row (block) or go past it (skip).", 0, 0,
+       [](Config& c, const std::string& v) {
+         c.relay.dead_key_policy = v == "skip" ? DeadKeyPolicy::skip : DeadKeyPolicy::block;
+       }},
+      {"routing.topic_column", ValueKind::string, "topic", "a SQL identifier",
+       "The outbox column whose value routes the row (e.g. aggregate_type, Debezium style).", 0, 0,
+       [](Config& c, const std::string& v) { c.routing.topic_column = v; }},
+      {"routing.topic_pattern", ValueKind::string, "{value}", "",
+       "Topic name; {value} is replaced by the routing column's value.", 0, 0,
+       [](Config& c, const std::string& v) { c.routing.topic_pattern = v; }},
+      {"routing.id_header", ValueKind::string, "outbox-id", "",
+       "Kafka header carrying the row id, for consumers' deduplication.", 0, 0,
+       [](Config& c, const std::string& v) { c.routing.id_header = v; }},
+      {"logging.level", ValueKind::choice, "info", "trace|debug|info|warn|error",
+       "Least severe log level written (to stderr).", 0, 0,
+       [](Config& c, const std::string& v) { c.logging.level = v; }},
+      {"logging.format", ValueKind::choice, "text", "text|json",
+       "One key=value line per event, or one JSON object per line.", 0, 0,
+       [](Config& c, const std::string& v) {
+         c.logging.format = v == "json" ? LogFormat::json : LogFormat::text;
+       }},
+  };
+  return table;
+}
+
+int line_of(const YAML::Node& node) { return node.Mark().is_null() ? 0 : node.Mark().line + 1; }
+
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string unknown_key_hint(const std::string& dotted) {
+  std::string best;
+  std::size_t best_distance = 3;
+  for (const Property& property : properties()) {
+    const std::size_t distance = edit_distance(dotted, property.name);
+    if (distance < best_distance) {
+      best_distance = distance;
+      best = property.name;
+    }
+  }
+  return best.empty() ? "unknown key" : "unknown key; did you mean " + best + "?";
+}
+
+/// Parses the text of one file with the state that every error needs.
+class Parser {
+ public:
+  Parser(std::string source, EnvLookup env) : source_(std::move(source)), env_(env) {}
+
+  Config parse(const std::string& text) {
+    YAML::Node root;
+    try {
+      root = YAML::Load(text);
+    } catch (const YAML::ParserException& error) {
+      throw ConfigError(source_, error.mark.line + 1, "", "invalid YAML: " + error.msg);
+    }
+    Config config;
+    config.source_file = source_;
+    if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+    if (!root.IsMap()) throw ConfigError(source_, line_of(root), "", "the document must be a map");
+
+    std::vector<bool> seen(properties().size(), false);
+    for (const auto& section : root) {
+      const std::string section_name = section.first.as<std::string>();
+      const bool known_section =
+          std::any_of(properties().begin(), properties().end(), [&](const Property& property) {
+            return property.name.substr(0, property.name.find('.')) == section_name;
+          });
+      if (!known_section) {
+        throw ConfigError(source_, line_of(section.first), section_name,
+                          unknown_key_hint(section_name));
+      }
+      if (section.second.IsNull()) continue;
+      if (!section.second.IsMap()) {
+        throw ConfigError(source_, line_of(section.second), section_name, "must be a map of keys");
+      }
+      for (const auto& entry : section.second) {
+        const std::string dotted = section_name + "." + entry.first.as<std::string>();
+        const auto found = std::find_if(properties().begin(), properties().end(),
+                                        [&](const Property& p) { return p.name == dotted; });
+        if (found == properties().end()) {
+          throw ConfigError(source_, line_of(entry.first), dotted, unknown_key_hint(dotted));
+        }
+        seen[found - properties().begin()] = true;
+        apply(*found, entry.second, config);
+      }
+    }
+    for (std::size_t i = 0; i < properties().size(); ++i) {
+      const Property& property = properties()[i];
+      if (seen[i]) continue;
+      if (property.default_text.empty()) {
+        throw ConfigError(source_, 0, std::string(property.name), "is required");
+      }
+    }
+    check_cross_field_rules(config, root);
+    return config;
+  }
+
+ private:
+  void apply(const Property& property, const YAML::Node& node, Config& config) {
+    const std::string key(property.name);
+    if (property.kind == ValueKind::map) {
+      if (node.IsNull()) return;
+      if (!node.IsMap()) throw ConfigError(source_, line_of(node), key, "must be a map");
+      for (const auto& entry : node) {
+        const std::string name = entry.first.as<std::string>();
+        if (!entry.second.IsScalar()) {
+          throw ConfigError(source_, line_of(entry.second), key + "." + name, "must be a scalar");
+        }
+        config.kafka.properties[name] =
+            substitute(entry.second.Scalar(), key + "." + name, line_of(entry.second));
+      }
+      return;
+    }
+    if (!node.IsScalar()) {
+      throw ConfigError(source_, line_of(node), key, "must be a single value, not a list or map");
+    }
+    const int line = line_of(node);
+    const std::string value = substitute(node.Scalar(), key, line);
+    switch (property.kind) {
+      case ValueKind::string:
+        if (value.empty()) throw ConfigError(source_, line, key, "must not be empty");
+        break;
+      case ValueKind::integer: {
+        static const std::regex integer("-?[0-9]+");
+        if (!std::regex_match(value, integer) || value.size() > 18) {
+          throw ConfigError(source_, line, key, "must be a whole number (got '" + value + "')");
+        }
+        const std::int64_t number = to_int(value);
+        if (number < property.min || number > property.max) {
+          throw ConfigError(source_, line, key,
+                            "must be between " + std::to_string(property.min) + " and " +
+                                std::to_string(property.max) + " (got " + value + ")");
+        }
+        break;
+      }
+      case ValueKind::boolean:
+        if (value != "true" && value != "false") {
+          throw ConfigError(source_, line, key, "must be true or false (got '" + value + "')");
+        }
+        break;
+      case ValueKind::choice: {
+        const std::string choices = "|" + std::string(property.range) + "|";
+        if (value.empty() || value.find('|') != std::string::npos ||
+            choices.find("|" + value + "|") == std::string::npos) {
+          throw ConfigError(source_, line, key,
+                            "must be one of " + std::string(property.range) + " (got '" + value +
+                                "')");
+        }
+        break;
+      }
+      case ValueKind::map:
+        break;
+    }
+    property.store(config, value);
+    lines_[key] = line;
+  }
+
+  /// ${VAR}, ${VAR:-default}; $$ is a literal $.
+  std::string substitute(const std::string& text, const std::string& key, int line) {
+    std::string out;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+      if (text[i] != '$') {
+        out.push_back(text[i]);
+        continue;
+      }
+      if (i + 1 < text.size() && text[i + 1] == '$') {
+        out.push_back('$');
+        ++i;
+        continue;
+      }
+      if (i + 1 >= text.size() || text[i + 1] != '{') {
+        out.push_back('$');
+        continue;
+      }
+      const std::size_t close = text.find('}', i + 2);
+      if (close == std::string::npos) {
+        throw ConfigError(source_, line, key, "unterminated ${ in '" + text + "'");
+      }
+      const std::string inside = text.substr(i + 2, close - i - 2);
+      const std::size_t dash = inside.find(":-");
+      const std::string name = inside.substr(0, dash);
+      static const std::regex variable_name("[A-Za-z_][A-Za-z0-9_]*");
+      if (!std::regex_match(name, variable_name)) {
+        throw ConfigError(source_, line, key, "invalid variable name '" + name + "'");
+      }
+      std::string value;
+      if (!env_(name, value)) {
+        if (dash == std::string::npos) {
+          throw ConfigError(source_, line, key,
+                            "environment variable " + name + " is not defined (use ${" + name +
+                                ":-default} for a default)");
+        }
+        value = inside.substr(dash + 2);
+      }
+      out += value;
+      i = close;
+    }
+    return out;
+  }
+
+  void check_cross_field_rules(const Config& config, const YAML::Node&) {
+    auto line = [&](const char* key) { return lines_.count(key) ? lines_.at(key) : 0; };
+    const int lanes = config.relay.lanes;
+    if ((lanes & (lanes - 1)) != 0) {
+      throw ConfigError(source_, line("relay.lanes"), "relay.lanes",
+                        "must be a power of two (got " + std::to_string(lanes) + ")");
+    }
+    if (config.relay.backoff_max < config.relay.backoff_initial) {
+      throw ConfigError(source_, line("relay.backoff_max_ms"), "relay.backoff_max_ms",
+                        "must be at least relay.backoff_initial_ms");
+    }
+    static const std::regex identifier("[a-z_][a-z0-9_]{0,62}");
+    if (!std::regex_match(config.routing.topic_column, identifier)) {
+      throw ConfigError(source_, line("routing.topic_column"), "routing.topic_column",
+                        "must be a lower-case SQL identifier ([a-z_][a-z0-9_]*, at most 63)");
+    }
+  }
+
+  std::string source_;
+  EnvLookup env_;
+  std::map<std::string, int> lines_;
+};
+
+}  // namespace
+
+ConfigError::ConfigError(std::string file, int line, std::string key, std::string why)
+    : std::runtime_error(file + (line > 0 ? ":" + std::to_string(line) : std::string()) + ": " +
+                         (key.empty() ? std::string() : key + ": ") + why),
+      file_(std::move(file)),
+      line_(line),
+      key_(std::move(key)),
+      why_(std::move(why)) {}
+
+bool lookup_process_env(const std::string& name, std::string& value) {
+  const char* found = std::getenv(name.c_str());
+  if (!found) return false;
+  value = found;
+  return true;
+}
+
+Config load_config_text(const std::string& yaml_text, const std::string& source_name,
+                        EnvLookup env) {
+  return Parser(source_name, env).parse(yaml_text);
+}
+
+Config load_config_file(const std::string& path, EnvLookup env) {
+  std::ifstream file(path);
+  if (!file) throw ConfigError(path, 0, "", "cannot read the file");
+  std::stringstream text;
+  text << file.rdbuf();
+  return load_config_text(text.str(), path, env);
+}
+
+std::string redact_postgres_url(const std::string& url) {
+  static const std::regex uri_password(R"(^(postgres(?:ql)?://[^:/@?]*):[^@/?]*@)");
+  static const std::regex keyword_password(R"((password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+))");
+  std::string redacted = std::regex_replace(url, uri_password, "$1:***@");
+  return std::regex_replace(redacted, keyword_password, "$1***");
+}
+
+namespace {
+std::string escape_pipes(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '|') out.push_back('\\');
+    out.push_back(c);
+  }
+  return out;
+}
+}  // namespace
+
+std::string render_reference_markdown() {
+  std::string out = "| key | type | default | range | meaning |\n|---|---|---|---|---|\n";
+  for (const Property& property : properties()) {
+    static constexpr std::string_view kinds[] = {"string", "integer", "boolean", "choice", "map"};
+    out += "| `" + std::string(property.name) + "` | " +
+           std::string(kinds[static_cast<int>(property.kind)]) + " | " +
+           (property.default_text.empty() ? "required"
+                                          : "`" + std::string(property.default_text) + "`") +
+           " | " + escape_pipes(property.range) + " | " + std::string(property.doc) + " |\n";
+  }
+  return out;
+}
+
+std::vector<std::string> declared_keys() {
+  std::vector<std::string> keys;
+  for (const Property& property : properties()) keys.emplace_back(property.name);
+  return keys;
+}
+
+}  // namespace outbox
