@@ -161,7 +161,7 @@ TEST_CASE("the broker stopped for ten seconds and restarted loses nothing") {
   CHECK(database.count("state = 'published'") == 5'000);
 }
 
-TEST_CASE("an oversized payload is parked dead; other keys flow and its own key waits behind it") {
+TEST_CASE("an oversized payload is parked dead, other keys flow, and its own key waits behind it") {
   REQUIRE_SERVICES();
   TestDatabase database;
   const std::string topic = unique_name("oversized");
