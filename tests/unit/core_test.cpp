@@ -5,6 +5,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "relay/config/config.hpp"
 #include "relay/core/backoff.hpp"
 #include "relay/core/routing.hpp"
 #include "relay/core/row_state.hpp"
@@ -109,4 +110,18 @@ TEST_CASE("the relay adds its session settings to both connection string forms")
   postgres.url = "host=h dbname=db";
   CHECK(session_connection_string(postgres) ==
         "host=h dbname=db connect_timeout=5 application_name=outbox-relay");
+}
+
+TEST_CASE("the README's configuration reference is the one the code declares") {
+  std::ifstream readme(std::string(RELAY_SOURCE_DIR) + "/README.md");
+  std::stringstream text;
+  text << readme.rdbuf();
+  const std::string begin_marker = "<!-- reference:begin";
+  const std::string end_marker = "<!-- reference:end -->";
+  const std::string whole = text.str();
+  const auto begin = whole.find('\n', whole.find(begin_marker)) + 1;
+  const auto end = whole.find(end_marker);
+  REQUIRE(end != std::string::npos);
+  CHECK_MESSAGE(whole.substr(begin, end - begin) == render_reference_markdown(),
+                "regenerate it: build/outbox-relay check-config --print-reference");
 }
