@@ -41,7 +41,9 @@ const std::vector<Property>& properties() {
        [](Config& c, const std::string& v) { c.postgres.url = v; }},
       {"postgres.connect_timeout_ms", ValueKind::integer, "5000", "100..600000",
        "Give up a connection attempt after this long (then back off and retry).", 100, 600000,
-       [](Config& c, const std::string& v) { c.postgres.connect_timeout = milliseconds(to_int(v)); }},
+       [](Config& c, const std::string& v) {
+         c.postgres.connect_timeout = milliseconds(to_int(v));
+       }},
       {"kafka.bootstrap_servers", ValueKind::string, "", "",
        "Comma-separated host:port list of Kafka brokers.", 0, 0,
        [](Config& c, const std::string& v) { c.kafka.bootstrap_servers = v; }},
@@ -53,8 +55,8 @@ const std::vector<Property>& properties() {
        0, 2147483647,
        [](Config& c, const std::string& v) { c.kafka.delivery_timeout = milliseconds(to_int(v)); }},
       {"kafka.linger_ms", ValueKind::integer, "5", "0..900000",
-       "How long the producer waits to fill a Kafka batch (latency against throughput).", 0,
-       900000, [](Config& c, const std::string& v) { c.kafka.linger = milliseconds(to_int(v)); }},
+       "How long the producer waits to fill a Kafka batch (latency against throughput).", 0, 900000,
+       [](Config& c, const std::string& v) { c.kafka.linger = milliseconds(to_int(v)); }},
       {"kafka.queue_max_kbytes", ValueKind::integer, "65536", "1..2097151",
        "Bound on the producer's memory for queued messages (queue.buffering.max.kbytes).", 1,
        2097151, [](Config& c, const std::string& v) { c.kafka.queue_max_kbytes = to_int(v); }},
@@ -66,7 +68,8 @@ const std::vector<Property>& properties() {
        [](Config& c, const std::string& v) { c.relay.batch_size = static_cast<int>(to_int(v)); }},
       {"relay.max_in_flight_batches", ValueKind::integer, "4", "1..64",
        "Batches between claim and record at once; bounds memory and duplicates after a crash.", 1,
-       64, [](Config& c, const std::string& v) {
+       64,
+       [](Config& c, const std::string& v) {
          c.relay.max_in_flight_batches = static_cast<int>(to_int(v));
        }},
       {"relay.poll_interval_ms", ValueKind::integer, "1000", "10..3600000",
@@ -76,8 +79,8 @@ const std::vector<Property>& properties() {
        "LISTEN for the insert trigger's NOTIFY; migrate turns the trigger on or off to match.", 0,
        0, [](Config& c, const std::string& v) { c.relay.notify = v == "true"; }},
       {"relay.lanes", ValueKind::integer, "16", "1..1024, a power of two",
-       "Slices of the key space that relay instances divide among them; same on every instance.",
-       1, 1024, [](Config& c, const std::string& v) { c.relay.lanes = static_cast<int>(to_int(v)); }},
+       "Slices of the key space that relay instances divide among them; same on every instance.", 1,
+       1024, [](Config& c, const std::string& v) { c.relay.lanes = static_cast<int>(to_int(v)); }},
       {"relay.lane_rebalance_interval_ms", ValueKind::integer, "1000", "100..600000",
        "How often an instance takes free lanes or gives up extra ones.", 100, 600000,
        [](Config& c, const std::string& v) {
@@ -250,9 +253,9 @@ class Parser {
         const std::string choices = "|" + std::string(property.range) + "|";
         if (value.empty() || value.find('|') != std::string::npos ||
             choices.find("|" + value + "|") == std::string::npos) {
-          throw ConfigError(source_, line, key,
-                            "must be one of " + std::string(property.range) + " (got '" + value +
-                                "')");
+          throw ConfigError(
+              source_, line, key,
+              "must be one of " + std::string(property.range) + " (got '" + value + "')");
         }
         break;
       }

@@ -15,17 +15,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-bool all_terminal(const TestDatabase& database) {
-  return database.count("state IN ('pending', 'unknown')") == 0;
-}
-
-void require_drained(const TestDatabase& database, RelayProcess& relay,
-                     std::chrono::milliseconds timeout = 120s) {
-  REQUIRE_MESSAGE(eventually([&] { return all_terminal(database); }, timeout),
-                  "rows still pending: " << database.count("state = 'pending'") << "\n"
-                                         << relay.log_tail());
-}
-
 long long publish(pqxx::work& tx, const std::string& topic, const std::string& key,
                   const std::string& payload, const std::string& headers = "{}") {
   return tx

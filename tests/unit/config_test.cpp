@@ -15,9 +15,8 @@ namespace {
 bool no_environment(const std::string&, std::string&) { return false; }
 
 bool test_environment(const std::string& name, std::string& value) {
-  static const std::map<std::string, std::string> variables{{"PG_URL", "postgresql://db/app"},
-                                                            {"BATCH", "250"},
-                                                            {"KAFKA_PASSWORD", "s3cret"}};
+  static const std::map<std::string, std::string> variables{
+      {"PG_URL", "postgresql://db/app"}, {"BATCH", "250"}, {"KAFKA_PASSWORD", "s3cret"}};
   const auto found = variables.find(name);
   if (found == variables.end()) return false;
   value = found->second;
@@ -166,7 +165,8 @@ TEST_CASE("an undefined variable stops start-up, naming the variable and the key
 }
 
 TEST_CASE("passwords never survive redaction, in URI or keyword form") {
-  CHECK(redact_postgres_url("postgresql://app:s3cret@db:5432/x") == "postgresql://app:***@db:5432/x");
+  CHECK(redact_postgres_url("postgresql://app:s3cret@db:5432/x") ==
+        "postgresql://app:***@db:5432/x");
   CHECK(redact_postgres_url("postgres://app@db/x") == "postgres://app@db/x");
   CHECK(redact_postgres_url("host=db password=s3cret user=app") == "host=db password=*** user=app");
   CHECK(redact_postgres_url("host=db password='a b' user=app") == "host=db password=*** user=app");
