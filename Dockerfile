@@ -10,7 +10,7 @@ RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRELAY_BUILD
 FROM debian:bookworm-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libpqxx-6.4 librdkafka++1 libyaml-cpp0.7 libspdlog1.10 ca-certificates \
+      libpqxx-6.4 librdkafka++1 libyaml-cpp0.7 libspdlog1.10 libcurl4 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --no-create-home relay
 COPY --from=build /src/build/outbox-relay /usr/local/bin/outbox-relay

@@ -4,8 +4,10 @@
 
 #include <CLI/CLI.hpp>
 #include <iostream>
+#include <thread>
 
 #include "relay/app/signals.hpp"
+#include "relay/checkback/sweeper.hpp"
 #include "relay/config/config.hpp"
 #include "relay/observe/logging.hpp"
 #include "relay/pipeline/relay_loop.hpp"
@@ -28,11 +30,27 @@ Config load_and_set_up(const std::string& config_path) {
 
 int run_relay(const std::string& config_path) {
   const Config config = load_and_set_up(config_path);
-  StopOnSignals stop_on_signals;  // before the producer starts its threads
-  spdlog::info("event=starting config={} postgres={} kafka={} lanes={} batch_size={}", config_path,
-               redact_postgres_url(config.postgres.url), config.kafka.bootstrap_servers,
-               config.relay.lanes, config.relay.batch_size);
-  RelayLoop(config).run(stop_on_signals.token());
+  // Both before any other thread starts: the signal mask is inherited, and libcurl's global
+  // initialisation is not thread-safe.
+  StopOnSignals stop_on_signals;
+  CurlGlobal curl;
+  spdlog::info("event=starting config={} postgres={} kafka={} lanes={} batch_size={} checkback={}",
+               config_path, redact_postgres_url(config.postgres.url),
+               config.kafka.bootstrap_servers, config.relay.lanes, config.relay.batch_size,
+               config.checkback.enabled ? "on" : "off");
+  // One stop for both loops: a signal, or the relay loop failing for good, ends the sweeper too.
+  std::stop_source stop;
+  std::stop_callback on_signal(stop_on_signals.token(), [&] { stop.request_stop(); });
+  std::jthread sweeper;
+  if (config.checkback.enabled) {
+    sweeper = std::jthread([&] { Sweeper(config).run(stop.get_token()); });
+  }
+  try {
+    RelayLoop(config).run(stop.get_token());
+  } catch (...) {
+    stop.request_stop();
+    throw;
+  }
   return kExitOk;
 }
 

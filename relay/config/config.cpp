@@ -16,7 +16,7 @@ namespace {
 
 using std::chrono::milliseconds;
 
-enum class ValueKind { string, integer, boolean, choice, map };
+enum class ValueKind { string, integer, boolean, choice, map, endpoints };
 
 /// One configuration key, declared once: everything else (parsing, unknown-key rejection, the
 /// README table) is derived from this table.
@@ -110,6 +110,45 @@ const std::vector<Property>& properties() {
       {"routing.id_header", ValueKind::string, "outbox-id", "",
        "Kafka header carrying the row id, for consumers' deduplication.", 0, 0,
        [](Config& c, const std::string& v) { c.routing.id_header = v; }},
+      {"checkback.enabled", ValueKind::boolean, "true", "true|false",
+       "Run the sweeper that asks writers about half messages left unknown.", 0, 0,
+       [](Config& c, const std::string& v) { c.checkback.enabled = v == "true"; }},
+      {"checkback.check_delay_ms", ValueKind::integer, "6000", "0..86400000",
+       "Age at which an unknown row is first checked (outbox.prepare can override per row).", 0,
+       86400000,
+       [](Config& c, const std::string& v) { c.checkback.check_delay = milliseconds(to_int(v)); }},
+      {"checkback.check_interval_ms", ValueKind::integer, "30000", "100..86400000",
+       "Wait before asking again after UNKNOWN or a failed check; grows with each check.", 100,
+       86400000,
+       [](Config& c, const std::string& v) {
+         c.checkback.check_interval = milliseconds(to_int(v));
+       }},
+      {"checkback.check_interval_max_ms", ValueKind::integer, "300000", "100..86400000",
+       "Cap on the growing wait between checks; at least check_interval_ms.", 100, 86400000,
+       [](Config& c, const std::string& v) {
+         c.checkback.check_interval_max = milliseconds(to_int(v));
+       }},
+      {"checkback.max_checks", ValueKind::integer, "15", "1..1000",
+       "Checks sent before an undecided row is parked dead as \"check-back exhausted\".", 1, 1000,
+       [](Config& c, const std::string& v) {
+         c.checkback.max_checks = static_cast<int>(to_int(v));
+       }},
+      {"checkback.batch_size", ValueKind::integer, "200", "1..10000", "Due rows claimed per sweep.",
+       1, 10000,
+       [](Config& c, const std::string& v) {
+         c.checkback.batch_size = static_cast<int>(to_int(v));
+       }},
+      {"checkback.sweep_interval_ms", ValueKind::integer, "1000", "10..3600000",
+       "How often the sweeper looks for due rows when it found none.", 10, 3600000,
+       [](Config& c, const std::string& v) {
+         c.checkback.sweep_interval = milliseconds(to_int(v));
+       }},
+      {"checkback.max_response_bytes", ValueKind::integer, "65536", "64..16777216",
+       "A longer answer is cut off and counts as UNKNOWN.", 64, 16777216,
+       [](Config& c, const std::string& v) { c.checkback.max_response_bytes = to_int(v); }},
+      {"checkback.endpoints", ValueKind::endpoints, "{}", "",
+       "Status-check endpoint per producer group; keys below, under each group's name.", 0, 0,
+       nullptr},
       {"logging.level", ValueKind::choice, "info", "trace|debug|info|warn|error",
        "Least severe log level written (to stderr).", 0, 0,
        [](Config& c, const std::string& v) { c.logging.level = v; }},
@@ -117,6 +156,37 @@ const std::vector<Property>& properties() {
        "One key=value line per event, or one JSON object per line.", 0, 0,
        [](Config& c, const std::string& v) {
          c.logging.format = v == "json" ? LogFormat::json : LogFormat::text;
+       }},
+  };
+  return table;
+}
+
+/// The keys of one endpoint, checkback.endpoints.<group>.<key>; declared once, like the others.
+struct EndpointProperty {
+  Property spec;  // name is the leaf key; store is unused
+  std::function<void(CheckEndpointConfig&, const std::string&)> store;
+};
+
+const std::vector<EndpointProperty>& endpoint_properties() {
+  static const std::vector<EndpointProperty> table = {
+      {{"url", ValueKind::string, "", "http(s)://...",
+        "The writer's status-check URL; redirects are not followed.", 0, 0, nullptr},
+       [](CheckEndpointConfig& e, const std::string& v) { e.url = v; }},
+      {{"timeout_ms", ValueKind::integer, "3000", "10..600000",
+        "Whole-request timeout; a slower answer counts as UNKNOWN.", 10, 600000, nullptr},
+       [](CheckEndpointConfig& e, const std::string& v) { e.timeout = milliseconds(to_int(v)); }},
+      {{"authorization", ValueKind::string, "\"\"", "",
+        "Value of the Authorization header sent with each check (never logged).", 0, 0, nullptr},
+       [](CheckEndpointConfig& e, const std::string& v) { e.authorization = v; }},
+      {{"max_concurrent_checks", ValueKind::integer, "8", "1..1024",
+        "Checks in flight at once to this endpoint.", 1, 1024, nullptr},
+       [](CheckEndpointConfig& e, const std::string& v) {
+         e.max_concurrent_checks = static_cast<int>(to_int(v));
+       }},
+      {{"max_checks_per_second", ValueKind::integer, "100", "1..100000",
+        "Checks started per second at most, to this endpoint.", 1, 100000, nullptr},
+       [](CheckEndpointConfig& e, const std::string& v) {
+         e.max_checks_per_second = static_cast<int>(to_int(v));
        }},
   };
   return table;
@@ -222,6 +292,54 @@ class Parser {
       }
       return;
     }
+    if (property.kind == ValueKind::endpoints) {
+      apply_endpoints(node, config);
+      return;
+    }
+    property.store(config, checked_scalar(property, node, key));
+    lines_[key] = line_of(node);
+  }
+
+  /// checkback.endpoints: producer group -> the keys of endpoint_properties().
+  void apply_endpoints(const YAML::Node& node, Config& config) {
+    const std::string base = "checkback.endpoints";
+    if (node.IsNull()) return;
+    if (!node.IsMap()) throw ConfigError(source_, line_of(node), base, "must be a map of groups");
+    for (const auto& group_entry : node) {
+      const std::string group = group_entry.first.as<std::string>();
+      const std::string group_key = base + "." + group;
+      if (!group_entry.second.IsMap()) {
+        throw ConfigError(source_, line_of(group_entry.second), group_key,
+                          "must be a map with at least url");
+      }
+      CheckEndpointConfig endpoint;
+      for (const auto& entry : group_entry.second) {
+        const std::string leaf = entry.first.as<std::string>();
+        const std::string key = group_key + "." + leaf;
+        const auto found =
+            std::find_if(endpoint_properties().begin(), endpoint_properties().end(),
+                         [&](const EndpointProperty& p) { return p.spec.name == leaf; });
+        if (found == endpoint_properties().end()) {
+          throw ConfigError(source_, line_of(entry.first), key,
+                            "unknown key; an endpoint takes url, timeout_ms, authorization, "
+                            "max_concurrent_checks, max_checks_per_second");
+        }
+        found->store(endpoint, checked_scalar(found->spec, entry.second, key));
+      }
+      if (endpoint.url.empty()) {
+        throw ConfigError(source_, line_of(group_entry.first), group_key + ".url", "is required");
+      }
+      if (!endpoint.url.starts_with("http://") && !endpoint.url.starts_with("https://")) {
+        throw ConfigError(source_, line_of(group_entry.second), group_key + ".url",
+                          "must start with http:// or https://");
+      }
+      config.checkback.endpoints[group] = std::move(endpoint);
+    }
+  }
+
+  /// The scalar at `node`, env-substituted and checked against `property`'s type and range.
+  std::string checked_scalar(const Property& property, const YAML::Node& node,
+                             const std::string& key) {
     if (!node.IsScalar()) {
       throw ConfigError(source_, line_of(node), key, "must be a single value, not a list or map");
     }
@@ -229,7 +347,10 @@ class Parser {
     const std::string value = substitute(node.Scalar(), key, line);
     switch (property.kind) {
       case ValueKind::string:
-        if (value.empty()) throw ConfigError(source_, line, key, "must not be empty");
+        // Only a key whose default is the empty string may be set to it.
+        if (value.empty() && property.default_text != "\"\"") {
+          throw ConfigError(source_, line, key, "must not be empty");
+        }
         break;
       case ValueKind::integer: {
         static const std::regex integer("-?[0-9]+");
@@ -260,10 +381,10 @@ class Parser {
         break;
       }
       case ValueKind::map:
+      case ValueKind::endpoints:
         break;
     }
-    property.store(config, value);
-    lines_[key] = line;
+    return value;
   }
 
   /// ${VAR}, ${VAR:-default}; $$ is a literal $.
@@ -315,6 +436,10 @@ class Parser {
     if ((lanes & (lanes - 1)) != 0) {
       throw ConfigError(source_, line("relay.lanes"), "relay.lanes",
                         "must be a power of two (got " + std::to_string(lanes) + ")");
+    }
+    if (config.checkback.check_interval_max < config.checkback.check_interval) {
+      throw ConfigError(source_, line("checkback.check_interval_max_ms"),
+                        "checkback.check_interval_max_ms", "must be at least check_interval_ms");
     }
     if (config.relay.backoff_max < config.relay.backoff_initial) {
       throw ConfigError(source_, line("relay.backoff_max_ms"), "relay.backoff_max_ms",
@@ -381,21 +506,35 @@ std::string escape_pipes(std::string_view text) {
 }  // namespace
 
 std::string render_reference_markdown() {
-  std::string out = "| key | type | default | range | meaning |\n|---|---|---|---|---|\n";
-  for (const Property& property : properties()) {
-    static constexpr std::string_view kinds[] = {"string", "integer", "boolean", "choice", "map"};
-    out += "| `" + std::string(property.name) + "` | " +
+  static constexpr std::string_view kinds[] = {"string", "integer", "boolean",
+                                               "choice", "map",     "map of maps"};
+  auto row = [](std::string_view name, const Property& property) {
+    return "| `" + std::string(name) + "` | " +
            std::string(kinds[static_cast<int>(property.kind)]) + " | " +
            (property.default_text.empty() ? "required"
                                           : "`" + std::string(property.default_text) + "`") +
            " | " + escape_pipes(property.range) + " | " + std::string(property.doc) + " |\n";
+  };
+  std::string out = "| key | type | default | range | meaning |\n|---|---|---|---|---|\n";
+  for (const Property& property : properties()) {
+    out += row(property.name, property);
+    if (property.kind != ValueKind::endpoints) continue;
+    for (const EndpointProperty& endpoint : endpoint_properties()) {
+      out += row(std::string(property.name) + ".<group>." + std::string(endpoint.spec.name),
+                 endpoint.spec);
+    }
   }
   return out;
 }
 
 std::vector<std::string> declared_keys() {
   std::vector<std::string> keys;
-  for (const Property& property : properties()) keys.emplace_back(property.name);
+  for (const Property& property : properties()) {
+    if (property.kind != ValueKind::endpoints) keys.emplace_back(property.name);
+  }
+  for (const EndpointProperty& property : endpoint_properties()) {
+    keys.push_back("checkback.endpoints.<group>." + std::string(property.spec.name));
+  }
   return keys;
 }
 

@@ -56,6 +56,27 @@ struct RoutingConfig {
   std::string id_header = "outbox-id";    ///< header carrying the row id, for consumer dedup
 };
 
+/// One writer's status-check endpoint (checkback.endpoints.<producer group>).
+struct CheckEndpointConfig {
+  std::string url;                          ///< http:// or https://; redirects not followed
+  std::chrono::milliseconds timeout{3000};  ///< whole request, connect to last byte
+  std::string authorization;                ///< Authorization header value; never logged
+  std::int32_t max_concurrent_checks = 8;
+  std::int32_t max_checks_per_second = 100;
+};
+
+struct CheckbackConfig {
+  bool enabled = true;
+  std::chrono::milliseconds check_delay{6000};  ///< RocketMQ's transactionTimeout
+  std::chrono::milliseconds check_interval{30000};
+  std::chrono::milliseconds check_interval_max{300000};
+  std::int32_t max_checks = 15;
+  std::int32_t batch_size = 200;
+  std::chrono::milliseconds sweep_interval{1000};
+  std::int64_t max_response_bytes = 65536;
+  std::map<std::string, CheckEndpointConfig> endpoints;  ///< by producer group
+};
+
 struct LoggingConfig {
   std::string level = "info";  ///< trace, debug, info, warn, error
   LogFormat format = LogFormat::text;
@@ -67,6 +88,7 @@ struct Config {
   KafkaConfig kafka;
   RelayConfig relay;
   RoutingConfig routing;
+  CheckbackConfig checkback;
   LoggingConfig logging;
 };
 

@@ -77,7 +77,7 @@ void require_drained(const TestDatabase& database, RelayProcess& relay,
   const auto drained = [&] { return database.count("state IN ('pending', 'unknown')") == 0; };
   REQUIRE_MESSAGE(eventually(drained, timeout),
                   "rows still pending: " << database.count("state = 'pending'") << "\n"
-                                          << relay.log_tail());
+                                         << relay.log_tail());
 }
 
 OrderCheck check_per_key_order(const std::vector<ConsumedMessage>& messages) {

@@ -179,7 +179,7 @@ TEST_CASE("config/relay.yaml loads and documents every declared key; minimal.yam
   load_config_file(dir + "minimal.yaml", no_environment);
   const std::string text = read_file(dir + "relay.yaml");
   for (const std::string& key : declared_keys()) {
-    const std::string leaf = key.substr(key.find('.') + 1);
+    const std::string leaf = key.substr(key.rfind('.') + 1);
     CHECK_MESSAGE(text.find("  " + leaf + ":") != std::string::npos, key << " missing");
   }
 }

@@ -1,0 +1,50 @@
+// Concurrent status-check requests over libcurl's multi interface, on the caller's thread.
+// Private to relay/checkback.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "relay/checkback/sweeper.hpp"
+#include "relay/config/config.hpp"
+#include "relay/core/check_verdict.hpp"
+
+namespace outbox {
+
+/// What one check came to.
+struct CheckResult {
+  HalfMessage message;
+  CheckAnswer answer;
+  bool request_sent = false;  ///< bytes of the request reached the network
+};
+
+/// Runs checks concurrently: start() queues a transfer, perform() drives all of them for up to a
+/// timeout and hands finished ones to the callback. Not thread-safe. Redirects are never followed,
+/// only http and https are allowed, and an answer over `max_response_bytes` is cut off.
+class HttpChecker {
+ public:
+  using OnDone = std::function<void(CheckResult)>;
+  HttpChecker(std::int64_t max_response_bytes, OnDone on_done);
+  ~HttpChecker();  ///< abandons transfers still running (their rows' leases simply expire)
+  HttpChecker(const HttpChecker&) = delete;
+  HttpChecker& operator=(const HttpChecker&) = delete;
+
+  void start(const CheckEndpointConfig& endpoint, HalfMessage message);
+  /// Drives transfers, waiting up to `timeout` for activity; calls on_done for each that finished.
+  void perform(std::chrono::milliseconds timeout);
+  int active() const { return static_cast<int>(transfers_.size()); }
+
+ private:
+  struct Transfer;
+  struct Multi;
+  std::int64_t max_response_bytes_;
+  OnDone on_done_;
+  std::unique_ptr<Multi> multi_;
+  // Declared after multi_: transfers are detached from it (in ~HttpChecker) before it goes.
+  std::unordered_map<void*, std::unique_ptr<Transfer>> transfers_;  // by CURL easy handle
+};
+
+}  // namespace outbox

@@ -1,0 +1,239 @@
+#include "relay/checkback/sweeper.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <deque>
+#include <map>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "relay/checkback/http_checker.hpp"
+#include "relay/core/backoff.hpp"
+#include "relay/store/half_message_store.hpp"
+#include "relay/store/store.hpp"
+
+namespace outbox {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+constexpr milliseconds kPollSlice{50};
+constexpr std::size_t kRecordBatch = 100;
+
+std::shared_ptr<spdlog::logger> checkback_log() {
+  auto logger = spdlog::get("checkback");
+  return logger ? logger : spdlog::default_logger();
+}
+
+/// Concurrency and rate limits of one producer group's endpoint (a token bucket for the rate).
+struct GroupLane {
+  const CheckEndpointConfig* endpoint = nullptr;
+  std::deque<HalfMessage> waiting;
+  int in_flight = 0;
+  double tokens = 1;
+  Clock::time_point refilled = Clock::now();
+
+  bool may_start() {
+    const auto now = Clock::now();
+    const double rate = endpoint->max_checks_per_second;
+    tokens = std::min(rate, tokens + std::chrono::duration<double>(now - refilled).count() * rate);
+    refilled = now;
+    return in_flight < endpoint->max_concurrent_checks && tokens >= 1;
+  }
+};
+
+class SweepState {
+ public:
+  SweepState(const Config& config, std::stop_token stop)
+      : config_(config.checkback),
+        stop_(std::move(stop)),
+        store_(config.postgres),
+        checker_(config_.max_response_bytes,
+                 [this](CheckResult result) { finished(std::move(result)); }),
+        store_backoff_(config.relay.backoff_initial, config.relay.backoff_max),
+        random_(std::random_device{}()) {}
+
+  void run() {
+    checkback_log()->info("event=sweeper_started endpoints={} check_delay_ms={} max_checks={}",
+                          config_.endpoints.size(), config_.check_delay.count(),
+                          config_.max_checks);
+    while (!stop_.stop_requested()) {
+      try {
+        step();
+        store_backoff_.reset();
+      } catch (const StoreUnavailable& error) {
+        pause(store_backoff_.next_delay(), error.what());
+      } catch (const std::exception& error) {
+        // A schema problem or a bug: say so loudly, but keep the relay's publishing alive.
+        pause(store_backoff_.next_delay(), error.what());
+      }
+    }
+    try {
+      flush();  // checks that finished are recorded; the rest are abandoned, their leases expire
+    } catch (const std::exception& error) {
+      checkback_log()->warn("event=checks_not_recorded rows={} error=\"{}\"", records_.size(),
+                            error.what());
+    }
+  }
+
+ private:
+  void step() {
+    if (waiting() == 0) claim();
+    start_allowed_checks();
+    checker_.perform(kPollSlice);
+    if (records_.size() >= kRecordBatch || (waiting() == 0 && checker_.active() == 0)) flush();
+    if (waiting() == 0 && checker_.active() == 0 && idle_) sleep_for(config_.sweep_interval);
+  }
+
+  std::size_t waiting() const {
+    std::size_t count = 0;
+    for (const auto& [group, lane] : lanes_) count += lane.waiting.size();
+    return count;
+  }
+
+  void claim() {
+    const std::vector<HalfMessage> due =
+        store_.claim_due(config_.batch_size, config_.check_delay, lease());
+    idle_ = due.empty();
+    for (const HalfMessage& message : due) {
+      const auto endpoint = config_.endpoints.find(message.producer_group);
+      if (endpoint == config_.endpoints.end()) {
+        if (warned_groups_.insert(message.producer_group).second) {
+          checkback_log()->warn(
+              "event=no_endpoint producer_group=\"{}\" effect=rows stay unknown until "
+              "checkback.endpoints has this group or the writer decides",
+              message.producer_group);
+        }
+        record(message, {CheckVerdict::unknown, "no endpoint configured for producer group"},
+               /*request_sent=*/false);
+        continue;
+      }
+      GroupLane& lane = lanes_[message.producer_group];
+      lane.endpoint = &endpoint->second;
+      lane.waiting.push_back(message);
+    }
+  }
+
+  /// Long enough for a whole claimed batch to be checked at the slowest group's limits; a row
+  /// whose lease ran out may be checked by another instance, which is why it is generous.
+  milliseconds lease() const {
+    milliseconds longest{0};
+    for (const auto& [group, endpoint] : config_.endpoints) {
+      const auto rounds = (config_.batch_size + endpoint.max_concurrent_checks - 1) /
+                              endpoint.max_concurrent_checks +
+                          1;
+      const auto rate_time =
+          milliseconds(1000LL * config_.batch_size / endpoint.max_checks_per_second);
+      longest = std::max(longest, endpoint.timeout * rounds + rate_time);
+    }
+    return longest + std::chrono::seconds(10);
+  }
+
+  void start_allowed_checks() {
+    for (auto& [group, lane] : lanes_) {
+      while (!lane.waiting.empty() && lane.may_start()) {
+        lane.tokens -= 1;
+        ++lane.in_flight;
+        checker_.start(*lane.endpoint, std::move(lane.waiting.front()));
+        lane.waiting.pop_front();
+      }
+    }
+  }
+
+  void finished(CheckResult result) {
+    if (auto lane = lanes_.find(result.message.producer_group); lane != lanes_.end()) {
+      --lane->second.in_flight;
+    }
+    record(result.message, result.answer, result.request_sent);
+  }
+
+  void record(const HalfMessage& message, const CheckAnswer& answer, bool request_sent) {
+    CheckRecord record;
+    record.id = message.id;
+    record.verdict = answer.verdict;
+    record.request_sent = request_sent;
+    record.answer = answer.description;
+    // The next check waits check_interval x 2^(checks so far), capped, plus up to 20% jitter,
+    // never less: two instances then never check a row twice within one interval.
+    const int exponent = std::min(std::max(message.check_number - 1, 0), 20);
+    const auto ceiling =
+        std::min<std::int64_t>(config_.check_interval.count() * (std::int64_t{1} << exponent),
+                               config_.check_interval_max.count());
+    std::uniform_int_distribution<std::int64_t> jitter(0, ceiling / 5);
+    record.next_check_in = milliseconds(ceiling + jitter(random_));
+    count(answer, request_sent, message);
+    records_.push_back(std::move(record));
+  }
+
+  void count(const CheckAnswer& answer, bool request_sent, const HalfMessage& message) {
+    if (!request_sent) {
+      ++totals_.not_sent;
+    } else if (answer.verdict == CheckVerdict::commit) {
+      ++totals_.commit;
+    } else if (answer.verdict == CheckVerdict::rollback) {
+      ++totals_.rollback;
+    } else if (answer.description == "UNKNOWN") {
+      ++totals_.unknown;
+    } else {
+      ++totals_.failed;
+    }
+    if (answer.verdict == CheckVerdict::unknown && answer.description != "UNKNOWN" &&
+        first_failure_.empty()) {
+      first_failure_ = "id=" + std::to_string(message.id.value) + " group=\"" +
+                       message.producer_group + "\" reason=\"" + answer.description + "\"";
+    }
+  }
+
+  void flush() {
+    if (records_.empty()) return;
+    store_.record(records_, config_.max_checks);
+    // One line per recorded batch, not per check: a failing endpoint must not flood the log.
+    checkback_log()->info(
+        "event=checks_recorded rows={} totals_commit={} totals_rollback={} totals_unknown={} "
+        "totals_failed={} totals_not_sent={}{}",
+        records_.size(), totals_.commit, totals_.rollback, totals_.unknown, totals_.failed,
+        totals_.not_sent, first_failure_.empty() ? "" : " first_failure: " + first_failure_);
+    records_.clear();
+    first_failure_.clear();
+  }
+
+  void pause(milliseconds delay, const char* why) {
+    checkback_log()->warn("event=sweeper_retry retry_in_ms={} error=\"{}\"", delay.count(), why);
+    sleep_for(delay);
+  }
+
+  void sleep_for(milliseconds duration) {
+    const auto deadline = Clock::now() + duration;
+    while (!stop_.stop_requested() && Clock::now() < deadline) {
+      checker_.perform(std::min(kPollSlice * 4, duration));  // keeps any live transfer moving
+    }
+  }
+
+  const CheckbackConfig& config_;
+  std::stop_token stop_;
+  HalfMessageStore store_;
+  std::map<std::string, GroupLane> lanes_;
+  HttpChecker checker_;
+  Backoff store_backoff_;
+  std::mt19937_64 random_;
+  std::vector<CheckRecord> records_;
+  std::set<std::string> warned_groups_;
+  std::string first_failure_;
+  CheckbackTotals totals_;
+  bool idle_ = false;
+};
+
+}  // namespace
+
+Sweeper::Sweeper(const Config& config) : config_(config) {}
+
+void Sweeper::run(std::stop_token stop) {
+  SweepState state(config_, std::move(stop));
+  state.run();
+}
+
+}  // namespace outbox

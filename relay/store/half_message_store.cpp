@@ -1,0 +1,122 @@
+#include "relay/store/half_message_store.hpp"
+
+#include <pqxx/pqxx>
+
+#include "relay/store/sql_errors.hpp"
+#include "relay/store/store.hpp"
+
+namespace outbox {
+
+namespace {
+
+constexpr const char* kClaimDueSql =
+    "UPDATE outbox.messages m"
+    "   SET checking_until = clock_timestamp() + $3 * interval '1 millisecond'"
+    "  FROM (SELECT id FROM outbox.messages"
+    "         WHERE state = 'unknown'"
+    "           AND coalesce(next_attempt_at, created_at + $2 * interval '1 millisecond')"
+    "               <= clock_timestamp()"
+    "           AND (checking_until IS NULL OR checking_until < clock_timestamp())"
+    "         ORDER BY coalesce(next_attempt_at, created_at), id"
+    "         LIMIT $1"
+    "         FOR UPDATE SKIP LOCKED) due"
+    " WHERE m.id = due.id"
+    " RETURNING m.id, m.producer_group, m.transaction_id, m.topic, m.message_key,"
+    "           m.headers::text, m.check_count + 1,"
+    "           to_char(m.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')";
+
+constexpr const char* kRecordSql =
+    "UPDATE outbox.messages m SET"
+    "   state = CASE"
+    "     WHEN u.verdict = 'COMMIT' THEN 'pending'::outbox.row_state"
+    "     WHEN u.verdict = 'ROLLBACK' THEN 'rolled_back'::outbox.row_state"
+    "     WHEN u.sent AND m.check_count + 1 >= $6 THEN 'dead'::outbox.row_state"
+    "     ELSE m.state END,"
+    "   last_error = CASE WHEN u.verdict = 'UNKNOWN' AND u.sent AND m.check_count + 1 >= $6"
+    "                     THEN 'check-back exhausted' ELSE m.last_error END,"
+    "   check_count = m.check_count + CASE WHEN u.sent THEN 1 ELSE 0 END,"
+    "   last_check_answer = u.answer,"
+    "   next_attempt_at = clock_timestamp() + u.retry_ms * interval '1 millisecond',"
+    "   checking_until = NULL"
+    " FROM unnest($1::bigint[], $2::text[], $3::boolean[], $4::text[], $5::bigint[])"
+    "   AS u(id, verdict, sent, answer, retry_ms)"
+    " WHERE m.id = u.id AND m.state = 'unknown'";
+
+std::string format_bool_array(const std::vector<bool>& values) {
+  std::string text = "{";
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    text += (i > 0 ? "," : "");
+    text += values[i] ? "t" : "f";
+  }
+  return text + "}";
+}
+
+}  // namespace
+
+struct HalfMessageStore::Session {
+  pqxx::connection connection;
+  explicit Session(const std::string& connection_string) : connection(connection_string) {
+    connection.prepare("claim_due", kClaimDueSql);
+    connection.prepare("record_checks", kRecordSql);
+  }
+};
+
+template <typename Work>
+auto HalfMessageStore::run(const std::string& what, Work&& work) {
+  return with_store_errors(
+      what,
+      [&] {
+        if (!session_) session_ = std::make_unique<Session>(session_connection_string(postgres_));
+        return work(session_->connection);
+      },
+      [this] { session_.reset(); });
+}
+
+HalfMessageStore::HalfMessageStore(const PostgresConfig& postgres) : postgres_(postgres) {}
+HalfMessageStore::~HalfMessageStore() = default;
+
+std::vector<HalfMessage> HalfMessageStore::claim_due(int limit,
+                                                     std::chrono::milliseconds default_delay,
+                                                     std::chrono::milliseconds lease) {
+  const pqxx::result rows = run("claim half messages due for a check", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx{c};
+    return tx.exec_prepared("claim_due", limit, default_delay.count(), lease.count());
+  });
+  std::vector<HalfMessage> due;
+  due.reserve(rows.size());
+  for (const auto& row : rows) {
+    HalfMessage message;
+    message.id = OutboxId{row[0].as<std::int64_t>()};
+    message.producer_group = row[1].is_null() ? "" : row[1].c_str();
+    message.transaction_id = row[2].is_null() ? "" : row[2].c_str();
+    if (!row[3].is_null()) message.topic = row[3].c_str();
+    if (!row[4].is_null()) message.key = row[4].c_str();
+    message.headers_json = row[5].c_str();
+    message.check_number = row[6].as<int>();
+    message.created_at = row[7].c_str();
+    due.push_back(std::move(message));
+  }
+  return due;
+}
+
+void HalfMessageStore::record(std::span<const CheckRecord> records, int max_checks) {
+  if (records.empty()) return;
+  std::vector<std::int64_t> ids, retry_ms;
+  std::vector<std::string> verdicts, answers;
+  std::vector<bool> sent;
+  for (const CheckRecord& record : records) {
+    ids.push_back(record.id.value);
+    verdicts.emplace_back(to_string(record.verdict));
+    sent.push_back(record.request_sent);
+    answers.push_back(record.answer);
+    retry_ms.push_back(record.next_check_in.count());
+  }
+  run("record check-back answers", [&](pqxx::connection& c) {
+    pqxx::nontransaction tx{c};
+    tx.exec_prepared("record_checks", format_int_array(ids), format_text_array(verdicts),
+                     format_bool_array(sent), format_text_array(answers),
+                     format_int_array(retry_ms), max_checks);
+  });
+}
+
+}  // namespace outbox

@@ -1,0 +1,53 @@
+// PostgreSQL access for the check-back sweeper: claiming half messages that are due for a check,
+// and recording what their writers answered. Part of relay/store, the only module with pqxx.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "relay/config/config.hpp"
+#include "relay/core/check_verdict.hpp"
+
+namespace outbox {
+
+/// The outcome of one check, to record.
+struct CheckRecord {
+  OutboxId id;
+  CheckVerdict verdict = CheckVerdict::unknown;
+  bool request_sent = false;  ///< only checks that reached the endpoint count towards max_checks
+  std::string answer;         ///< stored in last_check_answer
+  std::chrono::milliseconds next_check_in{0};  ///< when verdict is unknown
+};
+
+/// One PostgreSQL session for one sweeper. Not thread-safe. Throws StoreUnavailable (store.hpp)
+/// for failures worth retrying; reconnects on next use.
+class HalfMessageStore {
+ public:
+  explicit HalfMessageStore(const PostgresConfig& postgres);
+  ~HalfMessageStore();
+  HalfMessageStore(const HalfMessageStore&) = delete;
+  HalfMessageStore& operator=(const HalfMessageStore&) = delete;
+
+  /// Claims up to `limit` rows still 'unknown' whose check is due (next_attempt_at, or created_at +
+  /// `default_delay` when the row has none) and not leased by another sweeper, and leases them for
+  /// `lease`. SKIP LOCKED and the lease together keep two instances off the same row.
+  std::vector<HalfMessage> claim_due(int limit, std::chrono::milliseconds default_delay,
+                                     std::chrono::milliseconds lease);
+
+  /// Records checks in one statement. Only rows still 'unknown' change, so a writer's commit or
+  /// rollback that landed during the check stands. A counted UNKNOWN that reaches `max_checks`
+  /// parks the row dead with the reason "check-back exhausted".
+  void record(std::span<const CheckRecord> records, int max_checks);
+
+ private:
+  struct Session;
+  template <typename Work>
+  auto run(const std::string& what, Work&& work);
+  PostgresConfig postgres_;
+  std::unique_ptr<Session> session_;
+};
+
+}  // namespace outbox

@@ -1,0 +1,267 @@
+// Specifications of transactional half messages and the check-back sweeper: real PostgreSQL, real
+// Kafka, the real relay binary, and a real HTTP status endpoint started by the test.
+#include <doctest/doctest.h>
+
+#include <thread>
+
+#include "tests/support/kafka_reader.hpp"
+#include "tests/support/relay_process.hpp"
+#include "tests/support/services.hpp"
+#include "tests/support/status_endpoint.hpp"
+#include "tests/support/test_database.hpp"
+#include "tests/support/workload.hpp"
+
+using namespace outbox::test;
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kGroup = "orders-service";
+
+/// A relay whose sweeper checks quickly: rows are due 200 ms after prepare, UNKNOWN is asked again
+/// after 500 ms (then 1 s, 2 s, ...).
+std::string checkback_config(const TestDatabase& database, const StatusEndpoint& endpoint,
+                             std::map<std::string, std::string> overrides = {}) {
+  overrides.emplace("checkback.check_delay_ms", "200");
+  overrides.emplace("checkback.check_interval_ms", "500");
+  overrides.emplace("checkback.sweep_interval_ms", "100");
+  overrides.emplace("checkback.endpoints", "{" + std::string(kGroup) + ": {url: \"" +
+                                               endpoint.url() +
+                                               "\", timeout_ms: 300, max_concurrent_checks: 16, "
+                                               "max_checks_per_second: 5000}}");
+  return write_relay_config(database.url(), overrides);
+}
+
+long long prepare(const TestDatabase& database, const std::string& topic,
+                  const std::string& transaction_id, const std::string& key = "k") {
+  pqxx::connection connection = database.connect();
+  pqxx::work tx{connection};
+  const long long id =
+      tx.exec_params1("SELECT outbox.prepare($1, $2, $3::text, '{\"h\": \"v\"}'::jsonb, $4, $5)",
+                      topic, key, "payload-" + transaction_id, kGroup, transaction_id)[0]
+          .as<long long>();
+  tx.commit();
+  return id;
+}
+
+std::string column(const TestDatabase& database, const std::string& name, long long id) {
+  return database.scalar("SELECT " + name +
+                         " FROM outbox.messages WHERE id = " + std::to_string(id));
+}
+
+std::string transaction_of(const json& request) {
+  return request.value("transaction_id", std::string{});
+}
+
+}  // namespace
+
+TEST_CASE("COMMIT publishes a half message once, ROLLBACK never, UNKNOWN asks again on schedule") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  const std::string topic = unique_name("verdicts");
+  StatusEndpoint endpoint([](const json& request) {
+    const std::string tx = transaction_of(request);
+    return StatusEndpoint::status(tx == "tx-commit"     ? "COMMIT"
+                                  : tx == "tx-rollback" ? "ROLLBACK_MESSAGE"
+                                                        : "UNKNOWN");
+  });
+  const long long committed = prepare(database, topic, "tx-commit");
+  const long long rolled_back = prepare(database, topic, "tx-rollback");
+  const long long undecided = prepare(database, topic, "tx-unknown");
+  RelayProcess relay(checkback_config(database, endpoint));
+
+  REQUIRE_MESSAGE(
+      eventually([&] { return column(database, "state", committed) == "published"; }, 20s),
+      relay.log_tail());
+  REQUIRE(eventually([&] { return endpoint.requests_for(undecided) >= 3; }, 20s));
+  CHECK(column(database, "state", rolled_back) == "rolled_back");
+  CHECK(column(database, "state", undecided) == "unknown");
+  CHECK(endpoint.requests_for(committed) == 1);
+  CHECK(endpoint.requests_for(rolled_back) == 1);
+
+  // The request names the row; check numbers count up; the row's count is the requests sent.
+  const auto requests = endpoint.requests_of(undecided);
+  CHECK(requests[0]["producer_group"] == kGroup);
+  CHECK(requests[0]["transaction_id"] == "tx-unknown");
+  CHECK(requests[0]["topic"] == topic);
+  CHECK(requests[0]["key"] == "k");
+  CHECK(requests[0]["headers"]["h"] == "v");
+  CHECK(requests[0]["created_at"].get<std::string>().size() > 10);
+  for (std::size_t i = 0; i < requests.size(); ++i) CHECK(requests[i]["check_number"] == i + 1);
+  CHECK(endpoint.shortest_gap_between_checks() >= 500ms);
+  CHECK(std::stoi(column(database, "check_count", undecided)) >= 2);
+  CHECK(column(database, "last_check_answer", undecided) == "UNKNOWN");
+
+  const auto messages = read_topic(topic);
+  REQUIRE(messages.size() == 1);
+  CHECK(messages[0].outbox_id == committed);
+  CHECK(messages[0].payload == "payload-tx-commit");
+}
+
+TEST_CASE("garbage from the endpoint changes nothing but the check count") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  const std::string topic = unique_name("garbage");
+  StatusEndpoint endpoint([](const json& request) -> EndpointReply {
+    const std::string tx = transaction_of(request);
+    if (tx == "http-500") return {500, R"({"status": "COMMIT"})", "", 0ms};
+    if (tx == "hang") return {200, R"({"status": "COMMIT"})", "", 1500ms};
+    if (tx == "invalid-json") return {200, R"({"status": "COMMIT")", "", 0ms};
+    if (tx == "unknown-status") return StatusEndpoint::status("MAYBE");
+    if (tx == "huge")
+      return {200, R"({"status": "COMMIT", "pad": ")" + std::string(200'000, 'x') + "\"}", "", 0ms};
+    if (tx == "redirect") return {302, "", "http://127.0.0.1:1/commit-elsewhere", 0ms};
+    return StatusEndpoint::status("COMMIT");
+  });
+  const std::map<std::string, std::string> expected_answer{
+      {"http-500", "HTTP 500"},         {"hang", "no answer within 300 ms"},
+      {"invalid-json", "invalid JSON"}, {"unknown-status", "unknown status 'MAYBE'"},
+      {"huge", "answer longer than"},   {"redirect", "HTTP 302"}};
+  std::map<std::string, long long> ids;
+  for (const auto& [tx, answer] : expected_answer) ids[tx] = prepare(database, topic, tx, tx);
+  RelayProcess relay(checkback_config(database, endpoint));
+
+  REQUIRE_MESSAGE(eventually([&] { return database.count("check_count >= 2") == 6; }, 30s),
+                  relay.log_tail());
+  for (const auto& [tx, answer] : expected_answer) {
+    CAPTURE(tx);
+    CHECK(column(database, "state", ids[tx]) == "unknown");
+    CHECK(column(database, "last_check_answer", ids[tx]).starts_with(answer));
+    CHECK(std::stoi(column(database, "check_count", ids[tx])) <= endpoint.requests_for(ids[tx]));
+  }
+  CHECK(read_topic(topic, 2s).empty());
+}
+
+TEST_CASE("after the last allowed check a row is parked dead, and once requeued it is resolved") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  const std::string topic = unique_name("exhausted");
+  std::atomic<bool> writer_knows{false};
+  StatusEndpoint endpoint(
+      [&](const json&) { return StatusEndpoint::status(writer_knows ? "COMMIT" : "UNKNOW"); });
+  const long long id = prepare(database, topic, "tx-slow");
+  RelayProcess relay(checkback_config(database, endpoint, {{"checkback.max_checks", "2"}}));
+
+  REQUIRE_MESSAGE(eventually([&] { return column(database, "state", id) == "dead"; }, 20s),
+                  relay.log_tail());
+  CHECK(column(database, "last_error", id) == "check-back exhausted");
+  CHECK(column(database, "check_count", id) == "2");
+  CHECK(endpoint.requests_for(id) == 2);
+  std::this_thread::sleep_for(1500ms);
+  CHECK(endpoint.requests_for(id) == 2);  // a dead row is not asked again
+
+  writer_knows = true;
+  CHECK(database.scalar("SELECT outbox.requeue(" + std::to_string(id) + ")") == "unknown");
+  REQUIRE(eventually([&] { return column(database, "state", id) == "published"; }, 20s));
+  CHECK(endpoint.requests_for(id) == 3);
+  CHECK(read_topic(topic).size() == 1);
+}
+
+TEST_CASE("when the writer decides while a check is in flight, the writer's decision stands") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  const std::string topic = unique_name("race");
+  // The endpoint answers the opposite of what the writer decides while the request is open.
+  StatusEndpoint endpoint([&](const json& request) {
+    pqxx::connection connection = database.connect();
+    pqxx::work tx{connection};
+    const bool writer_rolls_back = transaction_of(request) == "writer-rolls-back";
+    tx.exec_params(
+        writer_rolls_back ? "SELECT outbox.rollback($1, $2)" : "SELECT outbox.commit($1, $2)",
+        kGroup, transaction_of(request));
+    tx.commit();
+    return StatusEndpoint::status(writer_rolls_back ? "COMMIT" : "ROLLBACK");
+  });
+  const long long rolled_back = prepare(database, topic, "writer-rolls-back", "a");
+  const long long committed = prepare(database, topic, "writer-commits", "b");
+  RelayProcess relay(checkback_config(database, endpoint));
+
+  REQUIRE_MESSAGE(
+      eventually([&] { return column(database, "state", committed) == "published"; }, 20s),
+      relay.log_tail());
+  CHECK(column(database, "state", rolled_back) == "rolled_back");
+  const auto messages = read_topic(topic);
+  REQUIRE(messages.size() == 1);
+  CHECK(messages[0].outbox_id == committed);
+}
+
+TEST_CASE("the SQL API is idempotent and refuses illegal transitions") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  const long long id = prepare(database, "t", "tx-1");
+  CHECK(database.scalar("SELECT outbox.commit(" + std::to_string(id) + ")") == "1");
+  CHECK(database.scalar("SELECT outbox.commit('orders-service', 'tx-1')") == "0");  // again: no-op
+  CHECK_THROWS_WITH_AS(database.scalar("SELECT outbox.rollback(" + std::to_string(id) + ")"),
+                       doctest::Contains("cannot roll back message"), pqxx::sql_error);
+  const long long other = prepare(database, "t", "tx-2");
+  CHECK(database.scalar("SELECT outbox.rollback('orders-service', 'tx-2')") == "1");
+  CHECK(database.scalar("SELECT outbox.rollback(" + std::to_string(other) + ")") == "0");
+  CHECK_THROWS_WITH_AS(database.scalar("SELECT outbox.commit(" + std::to_string(other) + ")"),
+                       doctest::Contains("cannot commit message"), pqxx::sql_error);
+  CHECK(column(database, "state", other) == "rolled_back");
+}
+
+TEST_CASE("two relay instances never check one row twice within one interval") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  const std::string topic = unique_name("two_sweepers");
+  StatusEndpoint endpoint([](const json&) { return StatusEndpoint::status("UNKNOWN"); });
+  {
+    pqxx::connection connection = database.connect();
+    pqxx::work tx{connection};
+    tx.exec_params(
+        "SELECT outbox.prepare($1, 'k' || n, 'x'::text, '{}'::jsonb, $2, 'tx-' || n)"
+        "  FROM generate_series(1, 300) n",
+        topic, kGroup);
+    tx.commit();
+  }
+  const std::string config =
+      checkback_config(database, endpoint,
+                       {{"checkback.check_interval_ms", "1000"}, {"checkback.batch_size", "20"}});
+  RelayProcess first(config);
+  RelayProcess second(config);
+  std::this_thread::sleep_for(4500ms);
+  CHECK(endpoint.total_requests() >= 600);  // both worked: every row checked at least twice
+  CHECK(endpoint.shortest_gap_between_checks() >= 1000ms);
+  CHECK(database.count("check_count = 0") == 0);
+}
+
+TEST_CASE("10,000 stale half messages resolve with bounded concurrency while publishing goes on") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  const std::string topic = unique_name("many_checks");
+  StatusEndpoint endpoint([](const json& request) -> EndpointReply {
+    const bool commit = request.value("id", 0LL) % 2 == 0;
+    return {200, json{{"status", commit ? "COMMIT" : "ROLLBACK"}}.dump(), "", 20ms};
+  });
+  {
+    pqxx::connection connection = database.connect();
+    pqxx::work tx{connection};
+    tx.exec_params(
+        "SELECT outbox.prepare($1, 'k' || (n % 100), 'x'::text, '{}'::jsonb, $2, 'tx-' || n)"
+        "  FROM generate_series(1, 10000) n",
+        topic, kGroup);
+    tx.commit();
+  }
+  RelayProcess relay(checkback_config(
+      database, endpoint, {{"checkback.batch_size", "500"}, {"checkback.check_delay_ms", "0"}}));
+  // Publishing of ordinary rows goes on while the checks run: they are all out long before the
+  // last check, though the endpoint takes 20 ms a request.
+  const std::string plain_topic = unique_name("plain");
+  REQUIRE(eventually([&] { return endpoint.total_requests() > 100; }, 20s));
+  write_sequenced_rows(database, plain_topic, 2'000, 50, /*writers=*/2);
+  REQUIRE(eventually(
+      [&] { return database.count("topic = '" + plain_topic + "' AND state = 'pending'") == 0; },
+      20s));
+  CHECK(database.count("state = 'unknown'") > 0);  // checks were still running meanwhile
+
+  REQUIRE_MESSAGE(eventually([&] { return database.count("state = 'unknown'") == 0; }, 120s),
+                  relay.log_tail());
+  require_drained(database, relay);
+  CHECK(endpoint.max_concurrent() <= 16);
+  CHECK(endpoint.total_requests() == 10'000);
+  CHECK(database.count("topic = '" + topic + "' AND state = 'published'") == 5'000);
+  CHECK(database.count("state = 'rolled_back'") == 5'000);
+  CHECK(read_topic(topic).size() == 5'000);
+}
