@@ -2,6 +2,8 @@
 // Kafka, the real relay binary, and a real HTTP status endpoint started by the test.
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <thread>
 
 #include "tests/support/kafka_reader.hpp"
@@ -264,4 +266,28 @@ TEST_CASE("10,000 stale half messages resolve with bounded concurrency while pub
   CHECK(database.count("topic = '" + topic + "' AND state = 'published'") == 5'000);
   CHECK(database.count("state = 'rolled_back'") == 5'000);
   CHECK(read_topic(topic).size() == 5'000);
+}
+
+TEST_CASE("the example writer's crashed payments are resolved through its own endpoint") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  const int port = 20000 + static_cast<int>(getpid() % 20000);
+  const std::string url = "http://127.0.0.1:" + std::to_string(port) + "/outbox/check";
+  RelayProcess relay(write_relay_config(
+      database.url(), {{"checkback.check_delay_ms", "300"},
+                       {"checkback.sweep_interval_ms", "100"},
+                       {"checkback.endpoints", "{example-writer: {url: \"" + url + "\"}}"}}));
+  const std::string command = std::string(EXAMPLE_WRITER_BINARY) + " --database " +
+                              database.url() + " --payments 60 --crash-rate 0.5 --port " +
+                              std::to_string(port) + " --serve-seconds 6 > /dev/null";
+  REQUIRE(std::system(command.c_str()) == 0);
+  require_drained(database, relay);
+  const auto mismatched = database.scalar(
+      "SELECT count(*) FROM example_payments p JOIN outbox.messages m"
+      "  ON m.transaction_id = p.transaction_id"
+      " WHERE NOT ((p.status = 'charged' AND m.state = 'published')"
+      "         OR (p.status = 'failed' AND m.state = 'rolled_back'))");
+  CHECK(mismatched == "0");
+  CHECK(database.count("transaction_id IS NOT NULL") == 60);
+  CHECK(database.count("check_count > 0") > 0);  // some really were resolved by check-back
 }
