@@ -22,25 +22,25 @@ constexpr const char* kGroup = "example-writer";
 
 /// The endpoint: POST /outbox/check with the relay's JSON; the answer comes from our own table.
 void serve_status_checks(httplib::Server& server, const std::string& database_url) {
-  server.Post("/outbox/check", [database_url](const httplib::Request& request,
-                                              httplib::Response& response) {
-    const auto body = nlohmann::json::parse(request.body, nullptr, false);
-    if (!body.is_object() || !body.contains("transaction_id")) {
-      response.status = 400;
-      return;
-    }
-    pqxx::connection connection{database_url};
-    pqxx::work tx{connection};
-    const pqxx::result row =
-        tx.exec_params("SELECT status FROM example_payments WHERE transaction_id = $1",
-                       body["transaction_id"].get<std::string>());
-    // Charged: the event must go out. Failed, or never recorded: it must not. Still pending: the
-    // card processor has not answered yet, so we do not know.
-    std::string status = "ROLLBACK";
-    if (!row.empty() && row[0][0].as<std::string>() == "charged") status = "COMMIT";
-    if (!row.empty() && row[0][0].as<std::string>() == "pending") status = "UNKNOWN";
-    response.set_content(nlohmann::json{{"status", status}}.dump(), "application/json");
-  });
+  server.Post("/outbox/check",
+              [database_url](const httplib::Request& request, httplib::Response& response) {
+                const auto body = nlohmann::json::parse(request.body, nullptr, false);
+                if (!body.is_object() || !body.contains("transaction_id")) {
+                  response.status = 400;
+                  return;
+                }
+                pqxx::connection connection{database_url};
+                pqxx::work tx{connection};
+                const pqxx::result row =
+                    tx.exec_params("SELECT status FROM example_payments WHERE transaction_id = $1",
+                                   body["transaction_id"].get<std::string>());
+                // Charged: the event must go out. Failed, or never recorded: it must not. Still
+                // pending: the card processor has not answered yet, so we do not know.
+                std::string status = "ROLLBACK";
+                if (!row.empty() && row[0][0].as<std::string>() == "charged") status = "COMMIT";
+                if (!row.empty() && row[0][0].as<std::string>() == "pending") status = "UNKNOWN";
+                response.set_content(nlohmann::json{{"status", status}}.dump(), "application/json");
+              });
 }
 
 }  // namespace
@@ -54,8 +54,9 @@ int main(int argc, char** argv) {
   int serve_seconds = 0;
   app.add_option("--database", database_url, "PostgreSQL URL")->capture_default_str();
   app.add_option("--payments", payments, "Payments to write")->capture_default_str();
-  app.add_option("--crash-rate", crash_rate, "Share of payments whose writer 'crashes' before "
-                                             "committing or rolling back its half message")
+  app.add_option("--crash-rate", crash_rate,
+                 "Share of payments whose writer 'crashes' before "
+                 "committing or rolling back its half message")
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
   app.add_option("--port", port, "Status-check endpoint port on 127.0.0.1")->capture_default_str();
@@ -83,7 +84,8 @@ int main(int argc, char** argv) {
 
     std::mt19937 random(std::random_device{}());
     std::bernoulli_distribution card_accepted(0.7), crashes(crash_rate);
-    const std::string run = std::to_string(std::chrono::system_clock::now().time_since_epoch().count());
+    const std::string run =
+        std::to_string(std::chrono::system_clock::now().time_since_epoch().count());
     int charged = 0, failed = 0, crashed = 0;
     for (int i = 0; i < payments; ++i) {
       const std::string transaction_id = "pay-" + run + "-" + std::to_string(i);

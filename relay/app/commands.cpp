@@ -10,6 +10,8 @@
 #include "relay/checkback/sweeper.hpp"
 #include "relay/config/config.hpp"
 #include "relay/observe/logging.hpp"
+#include "relay/observe/metrics_server.hpp"
+#include "relay/pipeline/lag_monitor.hpp"
 #include "relay/pipeline/relay_loop.hpp"
 #include "relay/publisher/publisher.hpp"
 #include "relay/store/store.hpp"
@@ -38,15 +40,25 @@ int run_relay(const std::string& config_path) {
                config_path, redact_postgres_url(config.postgres.url),
                config.kafka.bootstrap_servers, config.relay.lanes, config.relay.batch_size,
                config.checkback.enabled ? "on" : "off");
-  // One stop for both loops: a signal, or the relay loop failing for good, ends the sweeper too.
+  Telemetry telemetry;
+  std::unique_ptr<MetricsServer> metrics_server;
+  if (config.metrics.enabled) {
+    metrics_server = std::make_unique<MetricsServer>(config.metrics.listen, telemetry);
+    spdlog::info("event=metrics_listening address={} port={}", config.metrics.listen,
+                 metrics_server->port());
+  }
+  // One stop for every loop: a signal, or the relay loop failing for good, ends them all.
   std::stop_source stop;
   std::stop_callback on_signal(stop_on_signals.token(), [&] { stop.request_stop(); });
-  std::jthread sweeper;
+  std::jthread sweeper, lag_monitor;
   if (config.checkback.enabled) {
-    sweeper = std::jthread([&] { Sweeper(config).run(stop.get_token()); });
+    sweeper = std::jthread([&] { Sweeper(config, telemetry).run(stop.get_token()); });
+  }
+  if (config.metrics.enabled) {
+    lag_monitor = std::jthread([&] { LagMonitor(config, telemetry).run(stop.get_token()); });
   }
   try {
-    RelayLoop(config).run(stop.get_token());
+    RelayLoop(config, telemetry).run(stop.get_token());
   } catch (...) {
     stop.request_stop();
     throw;

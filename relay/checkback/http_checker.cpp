@@ -115,13 +115,13 @@ void HttpChecker::perform(std::chrono::milliseconds timeout) {
     curl_easy_getinfo(transfer->easy, CURLINFO_REQUEST_SIZE, &request_bytes);
     result.request_sent = request_bytes > 0;
     if (transfer->response_too_large) {
-      result.answer = {CheckVerdict::unknown,
+      result.answer = {CheckVerdict::unknown, CheckFailure::too_large,
                        "answer longer than " + std::to_string(max_response_bytes_) + " bytes"};
     } else if (code == CURLE_OPERATION_TIMEDOUT) {
-      result.answer = {CheckVerdict::unknown,
+      result.answer = {CheckVerdict::unknown, CheckFailure::timeout,
                        "no answer within " + std::to_string(transfer->timeout_ms) + " ms"};
     } else if (code != CURLE_OK) {
-      result.answer = {CheckVerdict::unknown,
+      result.answer = {CheckVerdict::unknown, CheckFailure::connection,
                        std::string("request failed: ") + curl_easy_strerror(code)};
     } else {
       long status = 0;

@@ -48,8 +48,9 @@ struct GroupLane {
 
 class SweepState {
  public:
-  SweepState(const Config& config, std::stop_token stop)
+  SweepState(const Config& config, Telemetry& telemetry, std::stop_token stop)
       : config_(config.checkback),
+        metrics_(telemetry.metrics),
         stop_(std::move(stop)),
         store_(config.postgres),
         checker_(config_.max_response_bytes,
@@ -108,7 +109,9 @@ class SweepState {
               "checkback.endpoints has this group or the writer decides",
               message.producer_group);
         }
-        record(message, {CheckVerdict::unknown, "no endpoint configured for producer group"},
+        record(message,
+               {CheckVerdict::unknown, CheckFailure::no_endpoint,
+                "no endpoint configured for producer group"},
                /*request_sent=*/false);
         continue;
       }
@@ -170,19 +173,28 @@ class SweepState {
   }
 
   void count(const CheckAnswer& answer, bool request_sent, const HalfMessage& message) {
-    if (!request_sent) {
-      ++totals_.not_sent;
-    } else if (answer.verdict == CheckVerdict::commit) {
-      ++totals_.commit;
-    } else if (answer.verdict == CheckVerdict::rollback) {
-      ++totals_.rollback;
-    } else if (answer.description == "UNKNOWN") {
-      ++totals_.unknown;
-    } else {
-      ++totals_.failed;
+    std::string outcome = "not_sent";
+    if (request_sent) {
+      outcome = answer.failure != CheckFailure::none
+                    ? "failed"
+                    : (answer.verdict == CheckVerdict::commit     ? "commit"
+                       : answer.verdict == CheckVerdict::rollback ? "rollback"
+                                                                  : "unknown");
     }
-    if (answer.verdict == CheckVerdict::unknown && answer.description != "UNKNOWN" &&
-        first_failure_.empty()) {
+    metrics_
+        .counter("outbox_checkback_checks_total",
+                 "Check-back attempts by outcome: commit, rollback, unknown (the endpoint's "
+                 "answer), failed (no usable answer), not_sent (no request reached the endpoint).",
+                 {{"outcome", outcome}})
+        .increment();
+    ++batch_outcomes_[outcome];
+    if (answer.failure == CheckFailure::none) return;
+    metrics_
+        .counter("outbox_checkback_errors_total",
+                 "Check-back attempts without a usable answer, by kind.",
+                 {{"kind", std::string(to_string(answer.failure))}})
+        .increment();
+    if (first_failure_.empty()) {
       first_failure_ = "id=" + std::to_string(message.id.value) + " group=\"" +
                        message.producer_group + "\" reason=\"" + answer.description + "\"";
     }
@@ -192,12 +204,14 @@ class SweepState {
     if (records_.empty()) return;
     store_.record(records_, config_.max_checks);
     // One line per recorded batch, not per check: a failing endpoint must not flood the log.
-    checkback_log()->info(
-        "event=checks_recorded rows={} totals_commit={} totals_rollback={} totals_unknown={} "
-        "totals_failed={} totals_not_sent={}{}",
-        records_.size(), totals_.commit, totals_.rollback, totals_.unknown, totals_.failed,
-        totals_.not_sent, first_failure_.empty() ? "" : " first_failure: " + first_failure_);
+    std::string outcomes;
+    for (const auto& [outcome, count] : batch_outcomes_) {
+      outcomes += " " + outcome + "=" + std::to_string(count);
+    }
+    checkback_log()->info("event=checks_recorded rows={}{}{}", records_.size(), outcomes,
+                          first_failure_.empty() ? "" : " first_failure: " + first_failure_);
     records_.clear();
+    batch_outcomes_.clear();
     first_failure_.clear();
   }
 
@@ -214,6 +228,7 @@ class SweepState {
   }
 
   const CheckbackConfig& config_;
+  MetricsRegistry& metrics_;
   std::stop_token stop_;
   HalfMessageStore store_;
   std::map<std::string, GroupLane> lanes_;
@@ -223,16 +238,17 @@ class SweepState {
   std::vector<CheckRecord> records_;
   std::set<std::string> warned_groups_;
   std::string first_failure_;
-  CheckbackTotals totals_;
+  std::map<std::string, int> batch_outcomes_;  // for the one log line per recorded batch
   bool idle_ = false;
 };
 
 }  // namespace
 
-Sweeper::Sweeper(const Config& config) : config_(config) {}
+Sweeper::Sweeper(const Config& config, Telemetry& telemetry)
+    : config_(config), telemetry_(telemetry) {}
 
 void Sweeper::run(std::stop_token stop) {
-  SweepState state(config_, std::move(stop));
+  SweepState state(config_, telemetry_, std::move(stop));
   state.run();
 }
 

@@ -12,6 +12,7 @@
 #include <stop_token>
 
 #include "relay/config/config.hpp"
+#include "relay/observe/metrics_server.hpp"
 
 namespace outbox {
 
@@ -25,24 +26,17 @@ class CurlGlobal {
   CurlGlobal& operator=(const CurlGlobal&) = delete;
 };
 
-/// Check outcomes since start, for logs and metrics.
-struct CheckbackTotals {
-  std::uint64_t commit = 0;
-  std::uint64_t rollback = 0;
-  std::uint64_t unknown = 0;   ///< the endpoint answered UNKNOWN
-  std::uint64_t failed = 0;    ///< no usable answer (counts as UNKNOWN)
-  std::uint64_t not_sent = 0;  ///< no request reached the endpoint (not counted on the row)
-};
-
 class Sweeper {
  public:
-  explicit Sweeper(const Config& config);
+  /// Counts checks in `telemetry.metrics` (outbox_checkback_*), which must outlive run().
+  Sweeper(const Config& config, Telemetry& telemetry);
   /// Sweeps until `stop` is requested. PostgreSQL failures are retried with backoff; nothing it
   /// meets ends it. Requires a CurlGlobal to exist.
   void run(std::stop_token stop);
 
  private:
   const Config config_;
+  Telemetry& telemetry_;
 };
 
 }  // namespace outbox

@@ -149,6 +149,18 @@ const std::vector<Property>& properties() {
       {"checkback.endpoints", ValueKind::endpoints, "{}", "",
        "Status-check endpoint per producer group; keys below, under each group's name.", 0, 0,
        nullptr},
+      {"metrics.enabled", ValueKind::boolean, "true", "true|false",
+       "Serve /metrics, /healthz and /readyz.", 0, 0,
+       [](Config& c, const std::string& v) { c.metrics.enabled = v == "true"; }},
+      {"metrics.listen", ValueKind::string, "127.0.0.1:9187", "host:port",
+       "Where the monitoring listener binds; loopback by default.", 0, 0,
+       [](Config& c, const std::string& v) { c.metrics.listen = v; }},
+      {"metrics.refresh_interval_ms", ValueKind::integer, "5000", "100..3600000",
+       "How often the gauges read from PostgreSQL (backlog, lag, unknown, dead) are refreshed.",
+       100, 3600000,
+       [](Config& c, const std::string& v) {
+         c.metrics.refresh_interval = milliseconds(to_int(v));
+       }},
       {"logging.level", ValueKind::choice, "info", "trace|debug|info|warn|error",
        "Least severe log level written (to stderr).", 0, 0,
        [](Config& c, const std::string& v) { c.logging.level = v; }},

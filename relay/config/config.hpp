@@ -77,6 +77,12 @@ struct CheckbackConfig {
   std::map<std::string, CheckEndpointConfig> endpoints;  ///< by producer group
 };
 
+struct MetricsConfig {
+  bool enabled = true;
+  std::string listen = "127.0.0.1:9187";             ///< host:port of /metrics, /healthz, /readyz
+  std::chrono::milliseconds refresh_interval{5000};  ///< how often the SQL gauges are read
+};
+
 struct LoggingConfig {
   std::string level = "info";  ///< trace, debug, info, warn, error
   LogFormat format = LogFormat::text;
@@ -89,6 +95,7 @@ struct Config {
   RelayConfig relay;
   RoutingConfig routing;
   CheckbackConfig checkback;
+  MetricsConfig metrics;
   LoggingConfig logging;
 };
 

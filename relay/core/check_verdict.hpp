@@ -25,8 +25,23 @@ struct HalfMessage {
 
 enum class CheckVerdict { commit, rollback, unknown };
 
+/// Why a check gave no usable answer (the metrics' error kinds).
+enum class CheckFailure {
+  none,            ///< a usable answer (COMMIT, ROLLBACK or UNKNOWN)
+  http_status,     ///< a non-2xx status, redirects included
+  invalid_answer,  ///< not JSON, not an object, no string "status"
+  unknown_status,  ///< a "status" outside the contract
+  timeout,
+  connection,   ///< could not connect or the transfer broke
+  too_large,    ///< over checkback.max_response_bytes
+  no_endpoint,  ///< no endpoint configured for the producer group
+};
+
+std::string_view to_string(CheckFailure failure);
+
 struct CheckAnswer {
   CheckVerdict verdict = CheckVerdict::unknown;
+  CheckFailure failure = CheckFailure::none;
   /// What the endpoint said, for the row's last_check_answer and the logs: "COMMIT", or why the
   /// answer counts as UNKNOWN ("HTTP 500", "invalid JSON: ...", "unknown status 'MAYBE'").
   std::string description;

@@ -21,6 +21,7 @@ struct OutboxRow {
   std::string payload;                ///< raw bytes
   MessageHeaders headers;             ///< decoded from the row's jsonb object
   std::optional<std::string> defect;  ///< why this row cannot be published (parked as dead)
+  std::int64_t created_at_ms = 0;     ///< created_at, milliseconds since the Unix epoch
 };
 
 /// What became of one row after a produce attempt.

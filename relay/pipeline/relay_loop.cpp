@@ -21,11 +21,48 @@ using std::chrono::milliseconds;
 constexpr milliseconds kStopCheckInterval{200};
 constexpr milliseconds kDeliveryPollInterval{5};
 constexpr std::chrono::seconds kProgressLogInterval{10};
+constexpr std::chrono::seconds kKafkaProbeInterval{5};
+constexpr milliseconds kKafkaProbeTimeout{1000};
 
 std::shared_ptr<spdlog::logger> pipeline_log() {
   auto logger = spdlog::get("pipeline");
   return logger ? logger : spdlog::default_logger();
 }
+
+/// The loop's metrics, looked up once: updating them is then a relaxed atomic add.
+struct LoopMetrics {
+  explicit LoopMetrics(MetricsRegistry& registry)
+      : published(registry.counter("outbox_published_total",
+                                   "Rows published to Kafka and recorded as published.")),
+        retriable_errors(registry.counter("outbox_publish_errors_total",
+                                          "Rows whose publish failed, by kind; retriable ones are "
+                                          "re-sent, permanent ones are parked dead.",
+                                          {{"kind", "retriable"}})),
+        permanent_errors(registry.counter("outbox_publish_errors_total",
+                                          "Rows whose publish failed, by kind; retriable ones are "
+                                          "re-sent, permanent ones are parked dead.",
+                                          {{"kind", "permanent"}})),
+        batch_size(registry.histogram("outbox_batch_size_rows", "Rows per claimed batch.",
+                                      exponential_buckets(1, 4, 9))),
+        insert_to_ack(registry.histogram(
+            "outbox_insert_to_ack_seconds",
+            "Time from a row's insert (created_at) to Kafka's acknowledgement being recorded.",
+            exponential_buckets(0.001, 2, 18))),
+        lanes_owned(registry.gauge("outbox_lanes_owned", "Lanes this instance holds.")),
+        in_flight_batches(
+            registry.gauge("outbox_in_flight_batches", "Batches produced and not yet recorded.")),
+        producer_queue(registry.gauge("outbox_producer_queue_messages",
+                                      "Messages in librdkafka's queues or in flight.")) {}
+
+  Counter& published;
+  Counter& retriable_errors;
+  Counter& permanent_errors;
+  Histogram& batch_size;
+  Histogram& insert_to_ack;
+  Gauge& lanes_owned;
+  Gauge& in_flight_batches;
+  Gauge& producer_queue;
+};
 
 struct Totals {
   std::uint64_t published = 0;
@@ -36,8 +73,10 @@ struct Totals {
 /// One run of the loop; RelayLoop::run owns it. Split out so the loop's state has a home.
 class LoopState {
  public:
-  LoopState(const Config& config, std::stop_token stop)
+  LoopState(const Config& config, Telemetry& telemetry, std::stop_token stop)
       : config_(config),
+        readiness_(telemetry.readiness),
+        metrics_(telemetry.metrics),
         stop_(std::move(stop)),
         store_(config.postgres, config.routing, config.relay),
         publisher_(make_publisher()),
@@ -50,6 +89,7 @@ class LoopState {
         step();
         store_backoff_.reset();
       } catch (const StoreUnavailable& error) {
+        readiness_.postgres = false;
         const milliseconds delay = store_backoff_.next_delay();
         pipeline_log()->warn(
             "event=postgres_unavailable retry_in_ms={} in_flight_batches={} error=\"{}\"",
@@ -57,6 +97,7 @@ class LoopState {
         serve_deliveries_for(delay);
       }
       log_progress_if_due();
+      probe_kafka_if_due();
     }
     shut_down();
   }
@@ -73,6 +114,7 @@ class LoopState {
       next_rebalance_ = Clock::now();  // leases died with the old session
       caught_up_ = false;
     }
+    readiness_.postgres = true;
     if (Clock::now() >= next_rebalance_ || (releasing_lanes_ && in_flight_.empty())) rebalance();
     claim_and_produce();
     publisher_->poll(can_claim() ? milliseconds(0) : kDeliveryPollInterval);
@@ -99,6 +141,8 @@ class LoopState {
     releasing_lanes_ = ownership.owned.size() > static_cast<std::size_t>(ownership.fair_share);
     if (ownership.owned.size() != owned_lanes_) caught_up_ = false;
     owned_lanes_ = ownership.owned.size();
+    readiness_.lanes_owned = static_cast<int>(owned_lanes_);
+    metrics_.lanes_owned.set(static_cast<double>(owned_lanes_));
     next_rebalance_ = Clock::now() + config_.relay.lane_rebalance_interval;
   }
 
@@ -111,6 +155,7 @@ class LoopState {
       ClaimedBatch claimed = store_.claim_batch(in_flight_ids_, config_.relay.batch_size);
       caught_up_ = claimed.reached_end;
       if (claimed.rows.empty()) return;
+      metrics_.batch_size.observe(static_cast<double>(claimed.rows.size()));
       auto batch = std::make_unique<PublishBatch>(std::move(claimed.rows));
       publisher_->produce(*batch, [this] { return !stop_.stop_requested(); });
       in_flight_.push_back(std::move(batch));
@@ -133,18 +178,28 @@ class LoopState {
   }
 
   void count(const PublishBatch& batch) {
-    for (const DeliveryReport& report : batch.reports()) {
+    const double now_ms =
+        static_cast<double>(std::chrono::duration_cast<milliseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count());
+    for (std::size_t i = 0; i < batch.reports().size(); ++i) {
+      const DeliveryReport& report = batch.reports()[i];
       switch (report.outcome) {
         case DeliveryOutcome::delivered:
           ++totals_.published;
+          metrics_.published.increment();
+          metrics_.insert_to_ack.observe(
+              std::max(0.0, (now_ms - static_cast<double>(batch.rows()[i].created_at_ms)) / 1000));
           break;
         case DeliveryOutcome::permanent_failure:
           ++totals_.dead;
+          metrics_.permanent_errors.increment();
           pipeline_log()->warn("event=row_parked_dead id={} reason=\"{}\"", report.id.value,
                                report.error);
           break;
         case DeliveryOutcome::retriable_failure:
           ++totals_.retried;
+          metrics_.retriable_errors.increment();
           break;
         case DeliveryOutcome::not_attempted:
           break;
@@ -195,6 +250,15 @@ class LoopState {
     }
   }
 
+  void probe_kafka_if_due() {
+    metrics_.in_flight_batches.set(static_cast<double>(in_flight_.size()));
+    metrics_.producer_queue.set(publisher_->queue_length());
+    const auto now = Clock::now();
+    if (now < next_kafka_probe_) return;
+    next_kafka_probe_ = now + kKafkaProbeInterval;
+    readiness_.kafka = publisher_->broker_reachable(kKafkaProbeTimeout);
+  }
+
   void log_progress_if_due() {
     const auto now = Clock::now();
     if (now < next_progress_log_) return;
@@ -231,6 +295,8 @@ class LoopState {
   }
 
   const Config& config_;
+  Readiness& readiness_;
+  LoopMetrics metrics_;
   std::stop_token stop_;
   OutboxStore store_;
   // Batches are declared before the publisher so the publisher, whose callbacks point into them,
@@ -246,15 +312,17 @@ class LoopState {
   Clock::time_point next_rebalance_ = Clock::now();
   Clock::time_point paused_until_ = Clock::now();
   Clock::time_point next_progress_log_ = Clock::now() + kProgressLogInterval;
+  Clock::time_point next_kafka_probe_ = Clock::now();
   Totals totals_;
 };
 
 }  // namespace
 
-RelayLoop::RelayLoop(const Config& config) : config_(config) {}
+RelayLoop::RelayLoop(const Config& config, Telemetry& telemetry)
+    : config_(config), telemetry_(telemetry) {}
 
 void RelayLoop::run(std::stop_token stop) {
-  LoopState state(config_, std::move(stop));
+  LoopState state(config_, telemetry_, std::move(stop));
   state.run();
 }
 

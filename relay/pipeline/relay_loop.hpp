@@ -12,12 +12,14 @@
 #include <stop_token>
 
 #include "relay/config/config.hpp"
+#include "relay/observe/metrics_server.hpp"
 
 namespace outbox {
 
 class RelayLoop {
  public:
-  explicit RelayLoop(const Config& config);
+  /// Reports into `telemetry` (outbox_* metrics, readiness), which must outlive run().
+  RelayLoop(const Config& config, Telemetry& telemetry);
 
   /// Runs until `stop` is requested, then stops claiming, waits up to relay.shutdown_timeout_ms for
   /// in-flight deliveries, records what was delivered and returns. Retries PostgreSQL and Kafka
@@ -27,6 +29,7 @@ class RelayLoop {
 
  private:
   const Config config_;
+  Telemetry& telemetry_;
 };
 
 }  // namespace outbox

@@ -237,6 +237,14 @@ void KafkaPublisher::drain(std::chrono::milliseconds timeout) {
   producer_->handle->poll(0);
 }
 
+bool KafkaPublisher::broker_reachable(std::chrono::milliseconds timeout) {
+  RdKafka::Metadata* metadata = nullptr;
+  const RdKafka::ErrorCode error = producer_->handle->metadata(
+      /*all_topics=*/false, nullptr, &metadata, static_cast<int>(timeout.count()));
+  delete metadata;
+  return error == RdKafka::ERR_NO_ERROR;
+}
+
 int KafkaPublisher::queue_length() const { return producer_->handle->outq_len(); }
 
 }  // namespace outbox

@@ -87,6 +87,9 @@ class KafkaPublisher {
   /// batch produced by this publisher is complete (purged rows as retriable failures).
   void drain(std::chrono::milliseconds timeout);
 
+  /// Asks a broker for cluster metadata (no topics): whether Kafka answers within `timeout`.
+  bool broker_reachable(std::chrono::milliseconds timeout);
+
   /// Messages waiting in librdkafka's queues or in flight to the broker.
   int queue_length() const;
 

@@ -42,7 +42,8 @@ std::string claim_sql(const RoutingConfig& routing, DeadKeyPolicy dead_key_polic
   // lane of '' so they keep their id order. "<> ALL" over the in-flight ids is hashed by
   // PostgreSQL 15, and the partial index keeps the scan to pending rows.
   std::string sql = "SELECT m.id, m.\"" + routing.topic_column +  // validated as [a-z_][a-z0-9_]*
-                    "\"::text, m.message_key, m.payload, m.headers::text"
+                    "\"::text, m.message_key, m.payload, m.headers::text,"
+                    " (extract(epoch FROM m.created_at) * 1000)::bigint"
                     " FROM outbox.messages m"
                     " WHERE m.state = 'pending'"
                     "   AND (hashtext(coalesce(m.message_key, '')) & $1) = ANY($2::int[])"
@@ -254,6 +255,7 @@ ClaimedBatch OutboxStore::claim_batch(std::span<const OutboxId> in_flight, int l
     } catch (const std::invalid_argument& bad_headers) {
       if (!outbox_row.defect) outbox_row.defect = bad_headers.what();
     }
+    outbox_row.created_at_ms = row[5].as<std::int64_t>();
     batch.rows.push_back(std::move(outbox_row));
   }
   batch.reached_end = static_cast<int>(result.size()) < limit;

@@ -1,6 +1,7 @@
 // Specifications of transactional half messages and the check-back sweeper: real PostgreSQL, real
 // Kafka, the real relay binary, and a real HTTP status endpoint started by the test.
 #include <doctest/doctest.h>
+#include <httplib.h>
 
 #include <unistd.h>
 
@@ -133,6 +134,17 @@ TEST_CASE("garbage from the endpoint changes nothing but the check count") {
     CHECK(std::stoi(column(database, "check_count", ids[tx])) <= endpoint.requests_for(ids[tx]));
   }
   CHECK(read_topic(topic, 2s).empty());
+
+  // Each kind of bad answer is visible in the metrics.
+  httplib::Client client("127.0.0.1", relay.metrics_port());
+  const std::string page = client.Get("/metrics")->body;
+  for (const char* kind :
+       {"http_status", "timeout", "invalid_answer", "unknown_status", "too_large"}) {
+    CAPTURE(kind);
+    CHECK(page.find(std::string("outbox_checkback_errors_total{kind=\"") + kind + "\"}") !=
+          std::string::npos);
+  }
+  CHECK(page.find("outbox_checkback_checks_total{outcome=\"failed\"}") != std::string::npos);
 }
 
 TEST_CASE("after the last allowed check a row is parked dead, and once requeued it is resolved") {
@@ -277,9 +289,9 @@ TEST_CASE("the example writer's crashed payments are resolved through its own en
       database.url(), {{"checkback.check_delay_ms", "300"},
                        {"checkback.sweep_interval_ms", "100"},
                        {"checkback.endpoints", "{example-writer: {url: \"" + url + "\"}}"}}));
-  const std::string command = std::string(EXAMPLE_WRITER_BINARY) + " --database " +
-                              database.url() + " --payments 60 --crash-rate 0.5 --port " +
-                              std::to_string(port) + " --serve-seconds 6 > /dev/null";
+  const std::string command = std::string(EXAMPLE_WRITER_BINARY) + " --database " + database.url() +
+                              " --payments 60 --crash-rate 0.5 --port " + std::to_string(port) +
+                              " --serve-seconds 6 > /dev/null";
   REQUIRE(std::system(command.c_str()) == 0);
   require_drained(database, relay);
   const auto mismatched = database.scalar(

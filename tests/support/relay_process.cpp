@@ -24,6 +24,7 @@ std::string write_relay_config(const std::string& database_url,
   sections["relay"]["lane_rebalance_interval_ms"] = "300";
   sections["relay"]["backoff_max_ms"] = "2000";
   sections["logging"]["level"] = "info";
+  sections["metrics"]["listen"] = "\"127.0.0.1:0\"";  // tests run relays side by side
   for (const auto& [dotted, value] : overrides) {
     const auto dot = dotted.find('.');
     sections[dotted.substr(0, dot)][dotted.substr(dot + 1)] = value;
@@ -89,6 +90,22 @@ int RelayProcess::terminate(std::chrono::milliseconds timeout) {
   }
   kill_hard();
   return -1;
+}
+
+int RelayProcess::metrics_port() const {
+  int port = 0;
+  eventually(
+      [&] {
+        const std::string log = log_tail(1'000'000);
+        const auto at = log.find("event=metrics_listening");
+        if (at == std::string::npos) return false;
+        const auto port_at = log.find("port=", at);
+        port = std::stoi(log.substr(port_at + 5));
+        return true;
+      },
+      std::chrono::seconds(10));
+  REQUIRE_MESSAGE(port > 0, "the relay did not report its metrics port:\n" << log_tail());
+  return port;
 }
 
 std::string RelayProcess::log_tail(std::size_t bytes) const {

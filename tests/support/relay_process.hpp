@@ -29,6 +29,8 @@ class RelayProcess {
   int terminate(std::chrono::milliseconds timeout = std::chrono::seconds(20));
   bool running();
   std::string log_tail(std::size_t bytes = 4000) const;
+  /// The port of /metrics, /healthz and /readyz (test configs listen on port 0).
+  int metrics_port() const;
 
  private:
   pid_t pid_ = -1;

@@ -1,0 +1,27 @@
+// What "relay lag" means, as read from the outbox table: per topic, how many rows wait and how old
+// the oldest is. Filled by relay/store (LagReader), shown by /metrics and `outbox-relay status`.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace outbox {
+
+struct TopicLag {
+  std::string topic;  ///< the routing column's value ("" for rows with none)
+  std::int64_t backlog_rows = 0;
+  double oldest_pending_age_seconds = 0;
+};
+
+struct LagSnapshot {
+  std::vector<TopicLag> topics;  ///< topics with pending rows, by topic
+  std::int64_t unknown_rows = 0;
+  double oldest_unknown_age_seconds = 0;
+  std::int64_t dead_rows = 0;
+  /// The oldest open transaction in the database: it holds back what the relay can see and what
+  /// VACUUM can clean, so a long one is worth an alert.
+  double oldest_transaction_age_seconds = 0;
+};
+
+}  // namespace outbox

@@ -1,0 +1,30 @@
+// Reads the relay lag from the outbox table with cheap queries: each touches only the partial
+// indexes of pending, unknown or dead rows, never the published history.
+#pragma once
+
+#include <memory>
+
+#include "relay/config/config.hpp"
+#include "relay/core/lag.hpp"
+
+namespace outbox {
+
+/// One PostgreSQL session. Not thread-safe. Throws StoreUnavailable (store.hpp); reconnects on the
+/// next call.
+class LagReader {
+ public:
+  LagReader(const PostgresConfig& postgres, const RoutingConfig& routing);
+  ~LagReader();
+  LagReader(const LagReader&) = delete;
+  LagReader& operator=(const LagReader&) = delete;
+
+  LagSnapshot read();
+
+ private:
+  struct Session;
+  PostgresConfig postgres_;
+  RoutingConfig routing_;
+  std::unique_ptr<Session> session_;
+};
+
+}  // namespace outbox

@@ -1,0 +1,115 @@
+// Specifications of the monitoring surface: /metrics reports the right numbers for a database put
+// in a known state, and the listener serves its three endpoints and nothing else.
+#include <doctest/doctest.h>
+#include <httplib.h>
+
+#include <regex>
+#include <thread>
+
+#include "tests/support/relay_process.hpp"
+#include "tests/support/services.hpp"
+#include "tests/support/test_database.hpp"
+#include "tests/support/workload.hpp"
+
+using namespace outbox::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// The value of one series in a Prometheus text page, or -1 when absent.
+double metric(const std::string& page, const std::string& series) {
+  const std::regex line(
+      "(^|\\n)" + std::regex_replace(series, std::regex(R"([{}"\\.+])"), R"(\$&)") + " ([^\\n]+)");
+  std::smatch match;
+  return std::regex_search(page, match, line) ? std::stod(match[2]) : -1;
+}
+
+}  // namespace
+
+TEST_CASE("/metrics reports backlog, lag, unknown, dead and published rows of a known database") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  const std::string topic = unique_name("metrics");
+  {
+    pqxx::connection connection = database.connect();
+    pqxx::work tx{connection};
+    // A dead row blocks its key, so the three rows behind it stay pending while the relay runs.
+    tx.exec_params(
+        "INSERT INTO outbox.messages (topic, message_key, payload, state, created_at)"
+        " VALUES ($1, 'blocked', 'x', 'dead', now() - interval '1 hour')",
+        topic);
+    tx.exec_params(
+        "INSERT INTO outbox.messages (topic, message_key, payload, created_at)"
+        " SELECT $1, 'blocked', 'x', now() - interval '90 seconds'"
+        " FROM generate_series(1, 3)",
+        topic);
+    tx.exec_params(
+        "SELECT outbox.prepare($1, 'h', 'x'::text, '{}'::jsonb, 'g', 'tx-' || n)"
+        " FROM generate_series(1, 2) n",
+        topic);
+    tx.exec_params("SELECT outbox.publish($1, 'free', 'x'::text) FROM generate_series(1, 5)",
+                   topic);
+    tx.commit();
+  }
+  pqxx::connection holder = database.connect();
+  pqxx::work open_transaction{holder};
+  open_transaction.exec("SELECT txid_current()");  // an open transaction, 2+ s old at scrape time
+
+  RelayProcess relay(write_relay_config(
+      database.url(), {{"checkback.enabled", "false"}, {"metrics.refresh_interval_ms", "200"}}));
+  httplib::Client client("127.0.0.1", relay.metrics_port());
+  REQUIRE(eventually([&] { return database.count("state = 'published'") == 5; }, 20s));
+  std::this_thread::sleep_for(2s);
+
+  const auto response = client.Get("/metrics");
+  REQUIRE(response);
+  CHECK(response->status == 200);
+  const std::string& page = response->body;
+  CHECK(metric(page, "outbox_backlog_rows{topic=\"" + topic + "\"}") == 3);
+  CHECK(metric(page, "outbox_oldest_pending_age_seconds{topic=\"" + topic + "\"}") >= 90);
+  CHECK(metric(page, "outbox_oldest_pending_age_seconds{topic=\"" + topic + "\"}") < 200);
+  CHECK(metric(page, "outbox_unknown_rows") == 2);
+  CHECK(metric(page, "outbox_dead_rows") == 1);
+  CHECK(metric(page, "outbox_published_total") == 5);
+  CHECK(metric(page, "outbox_insert_to_ack_seconds_count") == 5);
+  CHECK(metric(page, "outbox_lanes_owned") == 16);
+  CHECK(metric(page, "outbox_oldest_transaction_age_seconds") >= 2);
+  CHECK(metric(page, "outbox_publish_errors_total{kind=\"permanent\"}") == 0);
+  CHECK(page.find("# TYPE outbox_batch_size_rows histogram") != std::string::npos);
+  open_transaction.abort();
+}
+
+TEST_CASE("the metrics listener serves /metrics, /healthz and /readyz, and nothing else") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  RelayProcess relay(write_relay_config(database.url()));
+  httplib::Client client("127.0.0.1", relay.metrics_port());
+  const auto health = client.Get("/healthz");
+  REQUIRE(health);
+  CHECK(health->status == 200);
+  REQUIRE(eventually(
+      [&] {
+        const auto ready = client.Get("/readyz");
+        return ready && ready->status == 200;
+      },
+      15s));
+  CHECK(client.Get("/readyz")->body.find("lanes_owned 16") != std::string::npos);
+  CHECK(client.Get("/")->status == 404);
+  CHECK(client.Get("/metrics/../etc/passwd")->status == 404);
+  CHECK(client.Get("/admin")->status == 404);
+  CHECK(client.Post("/metrics", "x", "text/plain")->status == 404);
+}
+
+TEST_CASE("/readyz says not ready while Kafka is away") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  RelayProcess relay(
+      write_relay_config(database.url(), {{"kafka.bootstrap_servers", "\"127.0.0.1:1\""}}));
+  httplib::Client client("127.0.0.1", relay.metrics_port());
+  std::this_thread::sleep_for(2s);
+  const auto ready = client.Get("/readyz");
+  REQUIRE(ready);
+  CHECK(ready->status == 503);
+  CHECK(ready->body.find("kafka unreachable") != std::string::npos);
+  CHECK(client.Get("/healthz")->status == 200);
+}
