@@ -6,6 +6,7 @@
 #include <iostream>
 #include <thread>
 
+#include "relay/app/operator_commands.hpp"
 #include "relay/app/signals.hpp"
 #include "relay/checkback/sweeper.hpp"
 #include "relay/config/config.hpp"
@@ -13,6 +14,7 @@
 #include "relay/observe/metrics_server.hpp"
 #include "relay/pipeline/lag_monitor.hpp"
 #include "relay/pipeline/relay_loop.hpp"
+#include "relay/pipeline/retention_purger.hpp"
 #include "relay/publisher/publisher.hpp"
 #include "relay/store/store.hpp"
 
@@ -21,7 +23,8 @@ namespace outbox {
 namespace {
 
 constexpr const char* kExitCodesHelp =
-    "Exit codes: 0 success, 1 runtime failure, 64 bad command line, 78 invalid configuration.\n"
+    "Exit codes: 0 success, 1 runtime failure, 3 a status threshold passed, 64 bad command line,\n"
+    "78 invalid configuration.\n"
     "Documentation: README.md; every configuration key: config/relay.yaml.";
 
 Config load_and_set_up(const std::string& config_path) {
@@ -50,12 +53,15 @@ int run_relay(const std::string& config_path) {
   // One stop for every loop: a signal, or the relay loop failing for good, ends them all.
   std::stop_source stop;
   std::stop_callback on_signal(stop_on_signals.token(), [&] { stop.request_stop(); });
-  std::jthread sweeper, lag_monitor;
+  std::jthread sweeper, lag_monitor, purger;
   if (config.checkback.enabled) {
     sweeper = std::jthread([&] { Sweeper(config, telemetry).run(stop.get_token()); });
   }
   if (config.metrics.enabled) {
     lag_monitor = std::jthread([&] { LagMonitor(config, telemetry).run(stop.get_token()); });
+  }
+  if (config.retention.enabled) {
+    purger = std::jthread([&] { RetentionPurger(config, telemetry).run(stop.get_token()); });
   }
   try {
     RelayLoop(config, telemetry).run(stop.get_token());
@@ -112,6 +118,52 @@ int run_command_line(int argc, char** argv) {
   check->add_flag("--print-reference", print_reference,
                   "Print the Markdown reference of every configuration key");
 
+  CLI::App* status = app.add_subcommand(
+      "status", "Lag per topic, read from the database (works without a running relay)");
+  add_config_option(status)->required();
+  bool json = false;
+  StatusThresholds thresholds;
+  status->add_flag("--json", json, "Print JSON instead of a table");
+  status->add_option("--max-lag-seconds", thresholds.max_lag_seconds,
+                     "Exit 3 when the oldest pending row is older than this");
+  status->add_option("--max-backlog", thresholds.max_backlog,
+                     "Exit 3 when more rows than this are pending");
+  status->add_option("--max-dead", thresholds.max_dead, "Exit 3 when more rows than this are dead");
+
+  CLI::App* dead = app.add_subcommand("dead", "Inspect, requeue or discard dead rows");
+  dead->require_subcommand(1);
+  DeadRowFilter filter;
+  int limit = 100;
+  int batch_size = 1000;
+  std::string why;
+  auto add_filters = [&](CLI::App* command) {
+    add_config_option(command)->required();
+    command->add_option("--topic", filter.topic, "Only rows of this topic");
+    command->add_option("--from-id", filter.from_id, "Only rows with id >= this");
+    command->add_option("--to-id", filter.to_id, "Only rows with id <= this");
+    command->add_option("--reason", filter.reason_contains,
+                        "Only rows whose reason contains this (case-insensitive)");
+  };
+  CLI::App* dead_list = dead->add_subcommand("list", "List dead rows, oldest first");
+  add_filters(dead_list);
+  dead_list->add_option("--limit", limit, "At most this many rows")->capture_default_str();
+  dead_list->add_flag("--json", json, "Print JSON instead of a table");
+  CLI::App* dead_requeue = dead->add_subcommand(
+      "requeue", "Put dead rows back: to pending, or to unknown after an exhausted check-back");
+  add_filters(dead_requeue);
+  dead_requeue->add_option("--batch-size", batch_size, "Rows per transaction")
+      ->capture_default_str();
+  CLI::App* dead_discard =
+      dead->add_subcommand("discard", "Give up on dead rows: never published, reason recorded");
+  add_filters(dead_discard);
+  dead_discard->add_option("--why", why, "The reason, recorded on each row")->required();
+  dead_discard->add_option("--batch-size", batch_size, "Rows per transaction")
+      ->capture_default_str();
+
+  CLI::App* purge_command = app.add_subcommand(
+      "purge", "Delete finished rows older than retention.keep_finished_ms, in batches");
+  add_config_option(purge_command)->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
@@ -122,6 +174,11 @@ int run_command_line(int argc, char** argv) {
   try {
     if (*run) return run_relay(config_path);
     if (*migrate_command) return migrate(config_path);
+    if (*status) return print_status(load_and_set_up(config_path), json, thresholds);
+    if (*dead_list) return list_dead(load_and_set_up(config_path), filter, limit, json);
+    if (*dead_requeue) return requeue_dead(load_and_set_up(config_path), filter, batch_size);
+    if (*dead_discard) return discard_dead(load_and_set_up(config_path), filter, why, batch_size);
+    if (*purge_command) return purge(load_and_set_up(config_path));
     if (check->parsed() && !print_reference && config_path.empty()) {
       std::cerr << "outbox-relay check-config: --config is required\n";
       return kExitUsage;

@@ -6,9 +6,10 @@ namespace outbox {
 /// Exit codes, following sysexits(3) where one fits.
 enum ExitCode : int {
   kExitOk = 0,
-  kExitFailure = 1,  ///< a runtime failure (e.g. PostgreSQL refused a migration)
-  kExitUsage = 64,   ///< EX_USAGE: bad command line
-  kExitConfig = 78,  ///< EX_CONFIG: the configuration file is invalid
+  kExitFailure = 1,    ///< a runtime failure (e.g. PostgreSQL refused a migration)
+  kExitThreshold = 3,  ///< `status`: a lag, backlog or dead-row threshold was passed
+  kExitUsage = 64,     ///< EX_USAGE: bad command line
+  kExitConfig = 78,    ///< EX_CONFIG: the configuration file is invalid
 };
 
 /// Parses the command line and runs the chosen subcommand. Errors go to stderr.

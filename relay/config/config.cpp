@@ -149,6 +149,22 @@ const std::vector<Property>& properties() {
       {"checkback.endpoints", ValueKind::endpoints, "{}", "",
        "Status-check endpoint per producer group; keys below, under each group's name.", 0, 0,
        nullptr},
+      {"retention.enabled", ValueKind::boolean, "true", "true|false",
+       "Delete finished rows (published, rolled back, discarded) once older than keep_finished_ms.",
+       0, 0, [](Config& c, const std::string& v) { c.retention.enabled = v == "true"; }},
+      {"retention.keep_finished_ms", ValueKind::integer, "604800000", "0..31536000000",
+       "How long finished rows stay for audit (default 7 days).", 0, 31536000000LL,
+       [](Config& c, const std::string& v) {
+         c.retention.keep_finished = milliseconds(to_int(v));
+       }},
+      {"retention.batch_size", ValueKind::integer, "1000", "1..100000",
+       "Rows deleted per short transaction, so the purge never holds locks for long.", 1, 100000,
+       [](Config& c, const std::string& v) {
+         c.retention.batch_size = static_cast<int>(to_int(v));
+       }},
+      {"retention.interval_ms", ValueKind::integer, "60000", "1000..86400000",
+       "How often the purge runs.", 1000, 86400000,
+       [](Config& c, const std::string& v) { c.retention.interval = milliseconds(to_int(v)); }},
       {"metrics.enabled", ValueKind::boolean, "true", "true|false",
        "Serve /metrics, /healthz and /readyz.", 0, 0,
        [](Config& c, const std::string& v) { c.metrics.enabled = v == "true"; }},
@@ -158,9 +174,8 @@ const std::vector<Property>& properties() {
       {"metrics.refresh_interval_ms", ValueKind::integer, "5000", "100..3600000",
        "How often the gauges read from PostgreSQL (backlog, lag, unknown, dead) are refreshed.",
        100, 3600000,
-       [](Config& c, const std::string& v) {
-         c.metrics.refresh_interval = milliseconds(to_int(v));
-       }},
+       [](Config& c,
+          const std::string& v) { c.metrics.refresh_interval = milliseconds(to_int(v)); }},
       {"logging.level", ValueKind::choice, "info", "trace|debug|info|warn|error",
        "Least severe log level written (to stderr).", 0, 0,
        [](Config& c, const std::string& v) { c.logging.level = v; }},

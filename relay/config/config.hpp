@@ -77,6 +77,14 @@ struct CheckbackConfig {
   std::map<std::string, CheckEndpointConfig> endpoints;  ///< by producer group
 };
 
+/// How long finished rows (published, rolled back, discarded) stay for audit.
+struct RetentionConfig {
+  bool enabled = true;
+  std::chrono::milliseconds keep_finished{std::chrono::hours(24 * 7)};
+  std::int32_t batch_size = 1000;
+  std::chrono::milliseconds interval{60000};
+};
+
 struct MetricsConfig {
   bool enabled = true;
   std::string listen = "127.0.0.1:9187";             ///< host:port of /metrics, /healthz, /readyz
@@ -95,6 +103,7 @@ struct Config {
   RelayConfig relay;
   RoutingConfig routing;
   CheckbackConfig checkback;
+  RetentionConfig retention;
   MetricsConfig metrics;
   LoggingConfig logging;
 };

@@ -12,10 +12,13 @@ struct TopicLag {
   std::string topic;  ///< the routing column's value ("" for rows with none)
   std::int64_t backlog_rows = 0;
   double oldest_pending_age_seconds = 0;
+  std::int64_t unknown_rows = 0;
+  std::int64_t dead_rows = 0;
+  std::int64_t published_last_minute = 0;
 };
 
 struct LagSnapshot {
-  std::vector<TopicLag> topics;  ///< topics with pending rows, by topic
+  std::vector<TopicLag> topics;  ///< every topic with pending, unknown, dead or recent rows
   std::int64_t unknown_rows = 0;
   double oldest_unknown_age_seconds = 0;
   std::int64_t dead_rows = 0;

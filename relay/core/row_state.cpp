@@ -14,6 +14,8 @@ std::string_view to_string(RowState state) {
       return "rolled_back";
     case RowState::dead:
       return "dead";
+    case RowState::discarded:
+      return "discarded";
   }
   return "invalid";
 }
@@ -32,9 +34,10 @@ bool is_allowed_transition(RowState from, RowState to) {
     case RowState::unknown:
       return to == RowState::pending || to == RowState::rolled_back || to == RowState::dead;
     case RowState::dead:
-      return to == RowState::pending || to == RowState::unknown;
+      return to == RowState::pending || to == RowState::unknown || to == RowState::discarded;
     case RowState::published:
     case RowState::rolled_back:
+    case RowState::discarded:
       return false;
   }
   return false;

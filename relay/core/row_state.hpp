@@ -14,16 +14,18 @@ enum class RowState {
   published,    ///< acknowledged by Kafka (terminal)
   rolled_back,  ///< the writer rolled it back; never published (terminal)
   dead,         ///< parked with a reason; an operator requeues or discards it
+  discarded,    ///< a dead row an operator gave up on, with the reason (terminal)
 };
 
-inline constexpr std::array kAllRowStates{RowState::pending, RowState::unknown, RowState::published,
-                                          RowState::rolled_back, RowState::dead};
+inline constexpr std::array kAllRowStates{RowState::pending,   RowState::unknown,
+                                          RowState::published, RowState::rolled_back,
+                                          RowState::dead,      RowState::discarded};
 
 std::string_view to_string(RowState state);
 std::optional<RowState> parse_row_state(std::string_view text);
 
 /// Whether the relay or the SQL API may move a row from `from` to `to`. Terminal states never
-/// move; a dead row may be requeued to pending or unknown by an operator.
+/// move; a dead row may be requeued to pending or unknown, or discarded, by an operator.
 bool is_allowed_transition(RowState from, RowState to);
 
 }  // namespace outbox

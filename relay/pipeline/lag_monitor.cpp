@@ -18,6 +18,7 @@ void publish(const LagSnapshot& lag, MetricsRegistry& metrics) {
   metrics.clear_gauge("outbox_backlog_rows");
   metrics.clear_gauge("outbox_oldest_pending_age_seconds");
   for (const TopicLag& topic : lag.topics) {
+    if (topic.backlog_rows == 0) continue;  // only unknown, dead or recently published rows
     metrics
         .gauge("outbox_backlog_rows", "Rows pending publication, per topic.",
                {{"topic", topic.topic}})

@@ -15,16 +15,25 @@ using namespace outbox;
 using namespace std::chrono_literals;
 
 TEST_CASE("row states round-trip through their names and match the SQL enum") {
-  std::ifstream schema(std::string(RELAY_SOURCE_DIR) + "/schema/001_outbox.sql");
-  std::stringstream text;
-  text << schema.rdbuf();
+  // The SQL enum is created in 001 and extended by later migrations; together they must name
+  // exactly the C++ states, in order.
+  std::string schema_text;
+  for (const char* file : {"001_outbox.sql", "003_discarded_state.sql"}) {
+    std::ifstream schema(std::string(RELAY_SOURCE_DIR) + "/schema/" + file);
+    std::stringstream text;
+    text << schema.rdbuf();
+    schema_text += text.str();
+  }
   std::string sql_enum = "CREATE TYPE outbox.row_state AS ENUM (";
   for (RowState state : kAllRowStates) {
     CHECK(parse_row_state(to_string(state)) == state);
+    if (state == RowState::discarded) continue;
     sql_enum += std::string(state == kAllRowStates.front() ? "'" : ", '") +
                 std::string(to_string(state)) + "'";
   }
-  CHECK(text.str().find(sql_enum + ");") != std::string::npos);
+  CHECK(schema_text.find(sql_enum + ");") != std::string::npos);
+  CHECK(schema_text.find("ALTER TYPE outbox.row_state ADD VALUE IF NOT EXISTS 'discarded';") !=
+        std::string::npos);
   CHECK_FALSE(parse_row_state("PENDING").has_value());
 }
 
@@ -32,7 +41,9 @@ TEST_CASE("terminal states never move and rolled-back rows can never be publishe
   for (RowState to : kAllRowStates) {
     CHECK_FALSE(is_allowed_transition(RowState::published, to));
     CHECK_FALSE(is_allowed_transition(RowState::rolled_back, to));
+    CHECK_FALSE(is_allowed_transition(RowState::discarded, to));
   }
+  CHECK(is_allowed_transition(RowState::dead, RowState::discarded));
   CHECK_FALSE(is_allowed_transition(RowState::unknown, RowState::published));
   CHECK(is_allowed_transition(RowState::pending, RowState::published));
   CHECK(is_allowed_transition(RowState::pending, RowState::dead));

@@ -1,0 +1,195 @@
+// Specifications of the operator's commands: status (and its exit codes), dead list / requeue /
+// discard, and the retention purge. They run the real binary against a real database.
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "tests/support/kafka_reader.hpp"
+#include "tests/support/relay_process.hpp"
+#include "tests/support/services.hpp"
+#include "tests/support/test_database.hpp"
+#include "tests/support/workload.hpp"
+
+using namespace outbox::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  ///< stdout
+};
+
+CommandResult relay_command(const std::string& arguments) {
+  const std::string command = std::string(RELAY_BINARY) + " " + arguments + " 2>/dev/null";
+  CommandResult result;
+  FILE* pipe = popen(command.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  char buffer[4096];
+  while (std::fgets(buffer, sizeof buffer, pipe)) result.output += buffer;
+  const int status = pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+nlohmann::json status_json(const std::string& config, const std::string& extra = "") {
+  const CommandResult result = relay_command("status --json --config " + config + " " + extra);
+  return nlohmann::json::parse(result.output);
+}
+
+void insert_dead(const TestDatabase& database, const std::string& topic, const std::string& key,
+                 const std::string& reason, int count) {
+  pqxx::connection connection = database.connect();
+  pqxx::work tx{connection};
+  tx.exec_params(
+      "INSERT INTO outbox.messages (topic, message_key, payload, state, last_error)"
+      " SELECT $1, $2, 'x', 'dead', $3 FROM generate_series(1, $4)",
+      topic, key, reason, count);
+  tx.commit();
+}
+
+}  // namespace
+
+TEST_CASE("status reports lag per topic from the database, and its exit code follows thresholds") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  const std::string config = write_relay_config(database.url());
+  {
+    pqxx::connection connection = database.connect();
+    pqxx::work tx{connection};
+    tx.exec(
+        "INSERT INTO outbox.messages (topic, message_key, payload, created_at)"
+        " SELECT 'orders', 'k', 'x', now() - interval '120 seconds' FROM generate_series(1, 4)");
+    tx.exec(
+        "INSERT INTO outbox.messages (topic, message_key, payload) VALUES ('payments', 'p', 'x')");
+    tx.exec("SELECT outbox.prepare('orders', 'h', 'x'::text, '{}'::jsonb, 'g', 'tx')");
+    tx.exec(
+        "INSERT INTO outbox.messages (topic, payload, state, published_at)"
+        " SELECT 'payments', 'x', 'published', now() - interval '10 seconds'"
+        "   FROM generate_series(1, 7)");
+    tx.commit();
+  }
+  insert_dead(database, "orders", "d", "too large", 2);
+
+  const auto status = status_json(config);
+  CHECK(status["backlog_rows"] == 5);
+  CHECK(status["unknown_rows"] == 1);
+  CHECK(status["dead_rows"] == 2);
+  CHECK(status["oldest_pending_age_seconds"].get<double>() >= 120);
+  REQUIRE(status["topics"].size() == 2);
+  const auto& orders = status["topics"][0];
+  CHECK(orders["topic"] == "orders");
+  CHECK(orders["backlog_rows"] == 4);
+  CHECK(orders["unknown_rows"] == 1);
+  CHECK(orders["dead_rows"] == 2);
+  CHECK(status["topics"][1]["published_last_minute"] == 7);
+
+  const std::string base = "status --config " + config;
+  CHECK(relay_command(base).exit_code == 0);
+  CHECK(relay_command(base).output.find("orders") != std::string::npos);
+  CHECK(relay_command(base + " --max-lag-seconds 600").exit_code == 0);
+  CHECK(relay_command(base + " --max-lag-seconds 60").exit_code == 3);
+  CHECK(relay_command(base + " --max-backlog 4").exit_code == 3);
+  CHECK(relay_command(base + " --max-dead 2").exit_code == 0);
+  CHECK(relay_command(base + " --max-dead 1").exit_code == 3);
+  CHECK(relay_command("status --config /nonexistent.yaml").exit_code == 78);
+  CHECK(relay_command("status").exit_code == 64);
+}
+
+TEST_CASE("lag rises while the relay is stopped and falls to zero when it runs") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  const std::string config = write_relay_config(database.url());
+  const std::string topic = unique_name("lag");
+  write_sequenced_rows(database, topic, 1'000, 10, /*writers=*/2);
+  const auto before = status_json(config);
+  std::this_thread::sleep_for(1500ms);
+  const auto later = status_json(config);
+  CHECK(before["backlog_rows"] == 1'000);
+  CHECK(later["oldest_pending_age_seconds"].get<double>() >
+        before["oldest_pending_age_seconds"].get<double>() + 1);
+
+  RelayProcess relay(config);
+  require_drained(database, relay);
+  const auto after = status_json(config);
+  CHECK(after["backlog_rows"] == 0);
+  CHECK(after["oldest_pending_age_seconds"] == 0);
+}
+
+TEST_CASE("dead requeue republishes a row, dead discard never publishes it and unblocks its key") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  const std::string topic = unique_name("dead_ops");
+  const std::string config = write_relay_config(database.url());
+  insert_dead(database, topic, "requeue-me", "broker said no", 3);
+  insert_dead(database, topic, "discard-me", "payload too large", 1);
+  {
+    pqxx::connection connection = database.connect();
+    pqxx::work tx{connection};
+    tx.exec_params("SELECT outbox.publish($1, 'discard-me', 'behind the dead row'::text)", topic);
+    tx.commit();
+  }
+  RelayProcess relay(config);
+  std::this_thread::sleep_for(1s);
+  CHECK(database.count("state = 'pending'") == 1);  // blocked behind its dead row
+
+  const auto listed = relay_command("dead list --json --config " + config + " --topic " + topic +
+                                    " --reason 'BROKER'");
+  CHECK(listed.exit_code == 0);
+  CHECK(nlohmann::json::parse(listed.output).size() == 3);
+
+  const auto requeued =
+      relay_command("dead requeue --config " + config + " --reason broker --batch-size 2");
+  CHECK(requeued.exit_code == 0);
+  CHECK(requeued.output == "requeued 3 dead row(s)\n");
+  const auto discarded = relay_command("dead discard --config " + config +
+                                       " --reason 'too large' --why 'payload rebuilt as v2'");
+  CHECK(discarded.exit_code == 0);
+  CHECK(discarded.output == "discarded 1 dead row(s)\n");
+
+  require_drained(database, relay);
+  CHECK(database.count("state = 'published'") == 4);
+  CHECK(database.count("state = 'discarded' AND last_error LIKE "
+                       "'discarded: payload rebuilt as v2 (was: payload too large)'") == 1);
+  const auto messages = read_topic(topic);
+  CHECK(messages.size() == 4);
+  int requeued_seen = 0, behind_seen = 0;
+  for (const auto& message : messages) {
+    requeued_seen += message.key == "requeue-me" ? 1 : 0;
+    behind_seen += message.payload == "behind the dead row" ? 1 : 0;
+  }
+  CHECK(requeued_seen == 3);
+  CHECK(behind_seen == 1);  // the discarded row itself never went out
+}
+
+TEST_CASE("the purge deletes only finished rows older than the limit") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  {
+    pqxx::connection connection = database.connect();
+    pqxx::work tx{connection};
+    tx.exec(
+        "INSERT INTO outbox.messages (topic, payload, state, published_at)"
+        " SELECT 't', 'x', 'published', now() - interval '2 hours' FROM generate_series(1, 2500)");
+    tx.exec(
+        "INSERT INTO outbox.messages (topic, payload, state, published_at)"
+        " SELECT 't', 'x', 'published', now() - interval '10 minutes' FROM generate_series(1, 5)");
+    tx.exec(
+        "INSERT INTO outbox.messages (topic, payload, state, created_at)"
+        " SELECT 't', 'x', s::outbox.row_state, now() - interval '2 hours'"
+        "   FROM unnest(ARRAY['rolled_back', 'discarded', 'pending', 'unknown', 'dead']) s");
+    tx.commit();
+  }
+  const std::string config = write_relay_config(
+      database.url(),
+      {{"retention.keep_finished_ms", "3600000"}, {"retention.batch_size", "1000"}});
+  const auto purged = relay_command("purge --config " + config);
+  CHECK(purged.exit_code == 0);
+  CHECK(purged.output.starts_with("purged 2502 finished row(s)"));
+  CHECK(database.count("state = 'published'") == 5);
+  CHECK(database.count("state IN ('pending', 'unknown', 'dead')") == 3);
+  CHECK(database.count("state IN ('rolled_back', 'discarded')") == 0);
+}
