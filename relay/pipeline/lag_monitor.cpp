@@ -13,12 +13,12 @@ namespace outbox {
 namespace {
 
 void publish(const LagSnapshot& lag, MetricsRegistry& metrics) {
-  // Per-topic series are rebuilt each time, so a topic whose backlog drained disappears instead of
-  // reporting its last value for ever.
+  // Per-topic series are rebuilt each time from the topics with pending, unknown, dead or recently
+  // published rows: an active topic that is caught up reads 0 (not a gap), and a topic that went
+  // quiet disappears instead of reporting its last value for ever.
   metrics.clear_gauge("outbox_backlog_rows");
   metrics.clear_gauge("outbox_oldest_pending_age_seconds");
   for (const TopicLag& topic : lag.topics) {
-    if (topic.backlog_rows == 0) continue;  // only unknown, dead or recently published rows
     metrics
         .gauge("outbox_backlog_rows", "Rows pending publication, per topic.",
                {{"topic", topic.topic}})
