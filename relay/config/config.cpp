@@ -165,6 +165,10 @@ const std::vector<Property>& properties() {
       {"retention.interval_ms", ValueKind::integer, "60000", "1000..86400000",
        "How often the purge runs.", 1000, 86400000,
        [](Config& c, const std::string& v) { c.retention.interval = milliseconds(to_int(v)); }},
+      {"retention.delete_on_publish", ValueKind::boolean, "false", "true|false",
+       "Delete each row once Kafka acknowledged it, instead of marking it published (no audit "
+       "trail: partition and offset are not kept).",
+       0, 0, [](Config& c, const std::string& v) { c.retention.delete_on_publish = v == "true"; }},
       {"metrics.enabled", ValueKind::boolean, "true", "true|false",
        "Serve /metrics, /healthz and /readyz.", 0, 0,
        [](Config& c, const std::string& v) { c.metrics.enabled = v == "true"; }},

@@ -83,6 +83,7 @@ struct RetentionConfig {
   std::chrono::milliseconds keep_finished{std::chrono::hours(24 * 7)};
   std::int32_t batch_size = 1000;
   std::chrono::milliseconds interval{60000};
+  bool delete_on_publish = false;  ///< delete rows once delivered instead of marking them
 };
 
 struct MetricsConfig {

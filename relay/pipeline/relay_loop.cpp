@@ -78,7 +78,9 @@ class LoopState {
         readiness_(telemetry.readiness),
         metrics_(telemetry.metrics),
         stop_(std::move(stop)),
-        store_(config.postgres, config.routing, config.relay),
+        store_(config.postgres, config.routing, config.relay,
+               config.retention.delete_on_publish ? PublishedRows::delete_at_once
+                                                  : PublishedRows::keep),
         publisher_(make_publisher()),
         store_backoff_(config.relay.backoff_initial, config.relay.backoff_max),
         kafka_backoff_(config.relay.backoff_initial, config.relay.backoff_max) {}

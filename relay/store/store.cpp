@@ -58,22 +58,33 @@ std::string claim_sql(const RoutingConfig& routing, DeadKeyPolicy dead_key_polic
   return sql;
 }
 
-constexpr const char* kRecordOutcomesSql =
-    "UPDATE outbox.messages m SET"
-    "   state = CASE u.outcome WHEN 'delivered' THEN 'published'::outbox.row_state"
-    "                          WHEN 'permanent' THEN 'dead'::outbox.row_state"
-    "                          ELSE m.state END,"
-    "   attempts = m.attempts + 1,"
-    "   published_at = CASE WHEN u.outcome = 'delivered' THEN clock_timestamp()"
-    "                       ELSE m.published_at END,"
-    "   kafka_partition = CASE WHEN u.outcome = 'delivered' THEN u.kafka_partition"
-    "                          ELSE m.kafka_partition END,"
-    "   kafka_offset = CASE WHEN u.outcome = 'delivered' THEN u.kafka_offset"
-    "                       ELSE m.kafka_offset END,"
-    "   last_error = coalesce(nullif(u.error, ''), m.last_error)"
-    " FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[])"
-    "   AS u(id, outcome, kafka_partition, kafka_offset, error)"
-    " WHERE m.id = u.id AND m.state = 'pending'";
+std::string record_outcomes_sql(PublishedRows published_rows) {
+  const std::string outcomes =
+      "unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[])"
+      " AS u(id, outcome, kafka_partition, kafka_offset, error)";
+  const std::string update =
+      "UPDATE outbox.messages m SET"
+      "   state = CASE u.outcome WHEN 'delivered' THEN 'published'::outbox.row_state"
+      "                          WHEN 'permanent' THEN 'dead'::outbox.row_state"
+      "                          ELSE m.state END,"
+      "   attempts = m.attempts + 1,"
+      "   published_at = CASE WHEN u.outcome = 'delivered' THEN clock_timestamp()"
+      "                       ELSE m.published_at END,"
+      "   kafka_partition = CASE WHEN u.outcome = 'delivered' THEN u.kafka_partition"
+      "                          ELSE m.kafka_partition END,"
+      "   kafka_offset = CASE WHEN u.outcome = 'delivered' THEN u.kafka_offset"
+      "                       ELSE m.kafka_offset END,"
+      "   last_error = coalesce(nullif(u.error, ''), m.last_error)"
+      " FROM " +
+      outcomes + " WHERE m.id = u.id AND m.state = 'pending'";
+  if (published_rows == PublishedRows::keep) return update;
+  // Still one statement (one round trip, one snapshot): delivered rows are deleted, the others
+  // updated; the two touch disjoint rows.
+  return "WITH delivered AS (DELETE FROM outbox.messages m USING " + outcomes +
+         "   WHERE m.id = u.id AND u.outcome = 'delivered' AND m.state = 'pending' RETURNING "
+         "m.id) " +
+         update + " AND u.outcome <> 'delivered'";
+}
 
 std::string_view outcome_code(DeliveryOutcome outcome) {
   switch (outcome) {
@@ -127,8 +138,8 @@ auto OutboxStore::run(const std::string& what, Work&& work) {
 }
 
 OutboxStore::OutboxStore(const PostgresConfig& postgres, const RoutingConfig& routing,
-                         const RelayConfig& relay)
-    : postgres_(postgres), routing_(routing), relay_(relay) {
+                         const RelayConfig& relay, PublishedRows published_rows)
+    : postgres_(postgres), routing_(routing), relay_(relay), published_rows_(published_rows) {
   RELAY_ASSERT(relay_.lanes > 0 && (relay_.lanes & (relay_.lanes - 1)) == 0,
                "lanes is a power of two (validated by config)");
 }
@@ -150,7 +161,7 @@ void OutboxStore::ensure_connected() {
   run("connect to " + redact_postgres_url(postgres_.url), [&] {
     auto session = std::make_unique<Session>(session_connection_string(postgres_));
     session->connection.prepare("claim", claim_sql(routing_, relay_.dead_key_policy));
-    session->connection.prepare("record_outcomes", kRecordOutcomesSql);
+    session->connection.prepare("record_outcomes", record_outcomes_sql(published_rows_));
     pqxx::nontransaction join{session->connection};
     join.exec_params("SELECT pg_advisory_lock_shared($1, 0)", kMemberLockClass);
     join.commit();

@@ -37,13 +37,19 @@ struct LaneOwnership {
   int fair_share = 0;         ///< how many lanes this instance aims to hold
 };
 
+/// What recording a delivery does to the row.
+enum class PublishedRows {
+  keep,            ///< mark it published, with partition and offset (retention purges it later)
+  delete_at_once,  ///< delete it (retention.delete_on_publish): no audit trail, smallest table
+};
+
 /// One PostgreSQL session used by one relay loop. Not thread-safe. Owns its connection: leases
 /// (session advisory locks) and LISTEN live exactly as long as the connection; losing the
 /// connection loses both, which is what lets another instance take the lanes over.
 class OutboxStore {
  public:
   OutboxStore(const PostgresConfig& postgres, const RoutingConfig& routing,
-              const RelayConfig& relay);
+              const RelayConfig& relay, PublishedRows published_rows = PublishedRows::keep);
   ~OutboxStore();
   OutboxStore(const OutboxStore&) = delete;
   OutboxStore& operator=(const OutboxStore&) = delete;
@@ -82,6 +88,7 @@ class OutboxStore {
   PostgresConfig postgres_;
   RoutingConfig routing_;
   RelayConfig relay_;
+  PublishedRows published_rows_;
   std::unique_ptr<Session> session_;
 };
 

@@ -221,15 +221,10 @@ TEST_CASE("two relay instances never check one row twice within one interval") {
   TestDatabase database;
   const std::string topic = unique_name("two_sweepers");
   StatusEndpoint endpoint([](const json&) { return StatusEndpoint::status("UNKNOWN"); });
-  {
-    pqxx::connection connection = database.connect();
-    pqxx::work tx{connection};
-    tx.exec_params(
-        "SELECT outbox.prepare($1, 'k' || n, 'x'::text, '{}'::jsonb, $2, 'tx-' || n)"
-        "  FROM generate_series(1, 300) n",
-        topic, kGroup);
-    tx.commit();
-  }
+  database.execute(
+      "SELECT outbox.prepare($1, 'k' || n, 'x'::text, '{}'::jsonb, $2, 'tx-' || n)"
+      "  FROM generate_series(1, 300) n",
+      topic, kGroup);
   const std::string config =
       checkback_config(database, endpoint,
                        {{"checkback.check_interval_ms", "1000"}, {"checkback.batch_size", "20"}});
@@ -249,15 +244,10 @@ TEST_CASE("10,000 stale half messages resolve with bounded concurrency while pub
     const bool commit = request.value("id", 0LL) % 2 == 0;
     return {200, json{{"status", commit ? "COMMIT" : "ROLLBACK"}}.dump(), "", 20ms};
   });
-  {
-    pqxx::connection connection = database.connect();
-    pqxx::work tx{connection};
-    tx.exec_params(
-        "SELECT outbox.prepare($1, 'k' || (n % 100), 'x'::text, '{}'::jsonb, $2, 'tx-' || n)"
-        "  FROM generate_series(1, 10000) n",
-        topic, kGroup);
-    tx.commit();
-  }
+  database.execute(
+      "SELECT outbox.prepare($1, 'k' || (n % 100), 'x'::text, '{}'::jsonb, $2, 'tx-' || n)"
+      "  FROM generate_series(1, 10000) n",
+      topic, kGroup);
   RelayProcess relay(checkback_config(
       database, endpoint, {{"checkback.batch_size", "500"}, {"checkback.check_delay_ms", "0"}}));
   // Publishing of ordinary rows goes on while the checks run: they are all out long before the

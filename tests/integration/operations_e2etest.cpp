@@ -42,13 +42,10 @@ nlohmann::json status_json(const std::string& config, const std::string& extra =
 
 void insert_dead(const TestDatabase& database, const std::string& topic, const std::string& key,
                  const std::string& reason, int count) {
-  pqxx::connection connection = database.connect();
-  pqxx::work tx{connection};
-  tx.exec_params(
+  database.execute(
       "INSERT INTO outbox.messages (topic, message_key, payload, state, last_error)"
       " SELECT $1, $2, 'x', 'dead', $3 FROM generate_series(1, $4)",
       topic, key, reason, count);
-  tx.commit();
 }
 
 }  // namespace
@@ -126,12 +123,7 @@ TEST_CASE("dead requeue republishes a row, dead discard never publishes it and u
   const std::string config = write_relay_config(database.url());
   insert_dead(database, topic, "requeue-me", "broker said no", 3);
   insert_dead(database, topic, "discard-me", "payload too large", 1);
-  {
-    pqxx::connection connection = database.connect();
-    pqxx::work tx{connection};
-    tx.exec_params("SELECT outbox.publish($1, 'discard-me', 'behind the dead row'::text)", topic);
-    tx.commit();
-  }
+  database.execute("SELECT outbox.publish($1, 'discard-me', 'behind the dead row'::text)", topic);
   RelayProcess relay(config);
   std::this_thread::sleep_for(1s);
   CHECK(database.count("state = 'pending'") == 1);  // blocked behind its dead row
@@ -192,4 +184,18 @@ TEST_CASE("the purge deletes only finished rows older than the limit") {
   CHECK(database.count("state = 'published'") == 5);
   CHECK(database.count("state IN ('pending', 'unknown', 'dead')") == 3);
   CHECK(database.count("state IN ('rolled_back', 'discarded')") == 0);
+}
+
+TEST_CASE("with delete_on_publish, delivered rows leave the table and failed ones stay") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  const std::string topic = unique_name("delete_on_publish");
+  database.execute("SELECT outbox.publish($1, 'k' || n, 'x'::text) FROM generate_series(1, 100) n",
+                   topic);
+  database.execute(
+      "INSERT INTO outbox.messages (topic, message_key, payload) VALUES (NULL, 'n', 'x')");
+  RelayProcess relay(write_relay_config(database.url(), {{"retention.delete_on_publish", "true"}}));
+  REQUIRE_MESSAGE(eventually([&] { return database.count("true") == 1; }, 30s), relay.log_tail());
+  CHECK(database.count("state = 'dead'") == 1);
+  CHECK(read_topic(topic).size() == 100);
 }

@@ -60,15 +60,10 @@ TEST_CASE("Debezium-style routing sends a row to the topic its aggregate type na
   REQUIRE_SERVICES();
   TestDatabase database;
   const std::string aggregate = unique_name("Order");
-  {
-    pqxx::connection connection = database.connect();
-    pqxx::work tx{connection};
-    tx.exec_params(
-        "INSERT INTO outbox.messages (aggregate_type, message_key, payload)"
-        " VALUES ($1, 'order-7', 'created')",
-        aggregate);
-    tx.commit();
-  }
+  database.execute(
+      "INSERT INTO outbox.messages (aggregate_type, message_key, payload)"
+      " VALUES ($1, 'order-7', 'created')",
+      aggregate);
   RelayProcess relay(
       write_relay_config(database.url(), {{"routing.topic_column", "aggregate_type"},
                                           {"routing.topic_pattern", "outbox.event.{value}"}}));

@@ -17,6 +17,14 @@ class TestDatabase {
   const std::string& url() const { return url_; }
   /// A new connection to this database.
   pqxx::connection connect() const { return pqxx::connection{url_}; }
+  /// Runs one statement with parameters ($1, $2, ...) in its own committed transaction.
+  template <typename... Params>
+  void execute(const std::string& sql, Params&&... params) const {
+    pqxx::connection connection{url_};
+    pqxx::work tx{connection};
+    tx.exec_params(sql, std::forward<Params>(params)...);
+    tx.commit();
+  }
   /// Runs one statement in its own transaction and returns the first column of the first row.
   std::string scalar(const std::string& sql) const;
   long long count(const std::string& where_clause) const;
