@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 #include <iostream>
 #include <thread>
 
@@ -64,7 +65,9 @@ int run_relay(const std::string& config_path) {
     purger = std::jthread([&] { RetentionPurger(config, telemetry).run(stop.get_token()); });
   }
   try {
-    RelayLoop(config, telemetry).run(stop.get_token());
+    const char* failpoints = std::getenv("RELAY_FAILPOINTS");
+    RelayLoop(config, telemetry, parse_failpoints(failpoints ? failpoints : ""))
+        .run(stop.get_token());
   } catch (...) {
     stop.request_stop();
     throw;

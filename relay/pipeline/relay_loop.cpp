@@ -73,8 +73,9 @@ struct Totals {
 /// One run of the loop; RelayLoop::run owns it. Split out so the loop's state has a home.
 class LoopState {
  public:
-  LoopState(const Config& config, Telemetry& telemetry, std::stop_token stop)
+  LoopState(const Config& config, Telemetry& telemetry, Failpoints failpoints, std::stop_token stop)
       : config_(config),
+        failpoints_(failpoints),
         readiness_(telemetry.readiness),
         metrics_(telemetry.metrics),
         stop_(std::move(stop)),
@@ -161,6 +162,11 @@ class LoopState {
       auto batch = std::make_unique<PublishBatch>(std::move(claimed.rows));
       publisher_->produce(*batch, [this] { return !stop_.stop_requested(); });
       in_flight_.push_back(std::move(batch));
+      if (failpoints_.producer_fatal_after_batches &&
+          ++batches_produced_ == *failpoints_.producer_fatal_after_batches) {
+        pipeline_log()->warn("event=failpoint name=producer_fatal_after_batches");
+        publisher_->inject_fatal_error("failpoint producer_fatal_after_batches");
+      }
     }
   }
 
@@ -297,6 +303,8 @@ class LoopState {
   }
 
   const Config& config_;
+  const Failpoints failpoints_;
+  int batches_produced_ = 0;
   Readiness& readiness_;
   LoopMetrics metrics_;
   std::stop_token stop_;
@@ -320,11 +328,30 @@ class LoopState {
 
 }  // namespace
 
-RelayLoop::RelayLoop(const Config& config, Telemetry& telemetry)
-    : config_(config), telemetry_(telemetry) {}
+Failpoints parse_failpoints(const std::string& text) {
+  Failpoints failpoints;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    const std::size_t end = std::min(text.find(',', start), text.size());
+    const std::string item = text.substr(start, end - start);
+    start = end + 1;
+    const auto equals = item.find('=');
+    const std::string name = item.substr(0, equals);
+    if (name == "producer_fatal_after_batches" && equals != std::string::npos) {
+      failpoints.producer_fatal_after_batches = std::stoi(item.substr(equals + 1));
+      continue;
+    }
+    throw std::invalid_argument("RELAY_FAILPOINTS: unknown failpoint or missing value: '" + item +
+                                "' (known: producer_fatal_after_batches=N)");
+  }
+  return failpoints;
+}
+
+RelayLoop::RelayLoop(const Config& config, Telemetry& telemetry, Failpoints failpoints)
+    : config_(config), telemetry_(telemetry), failpoints_(failpoints) {}
 
 void RelayLoop::run(std::stop_token stop) {
-  LoopState state(config_, telemetry_, std::move(stop));
+  LoopState state(config_, telemetry_, failpoints_, std::move(stop));
   state.run();
 }
 

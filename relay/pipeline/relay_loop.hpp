@@ -9,17 +9,30 @@
 // backoff has passed, then resumes from the oldest pending row.
 #pragma once
 
+#include <optional>
 #include <stop_token>
+#include <string>
 
 #include "relay/config/config.hpp"
 #include "relay/observe/metrics_server.hpp"
 
 namespace outbox {
 
+/// Faults the loop injects on purpose, for fault-injection tests (README, "Failpoints"). Off unless
+/// set; the app reads them from the RELAY_FAILPOINTS environment variable.
+struct Failpoints {
+  /// After this many batches, put the producer into librdkafka's fatal-error state, once.
+  std::optional<int> producer_fatal_after_batches;
+};
+
+/// Parses "name=value[,name=value]" (RELAY_FAILPOINTS); throws std::invalid_argument naming an
+/// unknown failpoint or a bad value.
+Failpoints parse_failpoints(const std::string& text);
+
 class RelayLoop {
  public:
   /// Reports into `telemetry` (outbox_* metrics, readiness), which must outlive run().
-  RelayLoop(const Config& config, Telemetry& telemetry);
+  RelayLoop(const Config& config, Telemetry& telemetry, Failpoints failpoints = {});
 
   /// Runs until `stop` is requested, then stops claiming, waits up to relay.shutdown_timeout_ms for
   /// in-flight deliveries, records what was delivered and returns. Retries PostgreSQL and Kafka
@@ -30,6 +43,7 @@ class RelayLoop {
  private:
   const Config config_;
   Telemetry& telemetry_;
+  Failpoints failpoints_;
 };
 
 }  // namespace outbox

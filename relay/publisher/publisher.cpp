@@ -1,5 +1,6 @@
 #include "relay/publisher/publisher.hpp"
 
+#include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafkacpp.h>
 #include <spdlog/spdlog.h>
 
@@ -235,6 +236,11 @@ void KafkaPublisher::drain(std::chrono::milliseconds timeout) {
     producer_->handle->poll(10);
   }
   producer_->handle->poll(0);
+}
+
+void KafkaPublisher::inject_fatal_error(const std::string& reason) {
+  rd_kafka_test_fatal_error(producer_->handle->c_ptr(),
+                            RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER, reason.c_str());
 }
 
 bool KafkaPublisher::broker_reachable(std::chrono::milliseconds timeout) {

@@ -87,6 +87,10 @@ class KafkaPublisher {
   /// batch produced by this publisher is complete (purged rows as retriable failures).
   void drain(std::chrono::milliseconds timeout);
 
+  /// Failpoint for fault-injection tests: puts the producer into librdkafka's fatal-error state
+  /// (as an idempotence sequence violation would), via rd_kafka_test_fatal_error().
+  void inject_fatal_error(const std::string& reason);
+
   /// Asks a broker for cluster metadata (no topics): whether Kafka answers within `timeout`.
   bool broker_reachable(std::chrono::milliseconds timeout);
 

@@ -283,3 +283,22 @@ TEST_CASE("SIGTERM stops the relay cleanly with exit code 0") {
   REQUIRE(relay.running());
   CHECK(relay.terminate(15s) == 0);
 }
+
+TEST_CASE("a fatal producer error recreates the producer and loses nothing, in per-key order") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  const std::string topic = unique_name("producer_fatal");
+  write_sequenced_rows(database, topic, 5'000, 50, /*writers=*/2);
+  const std::string config = write_relay_config(database.url(), {{"relay.batch_size", "200"}});
+  setenv("RELAY_FAILPOINTS", "producer_fatal_after_batches=3", 1);
+  RelayProcess relay(config);
+  unsetenv("RELAY_FAILPOINTS");
+  require_drained(database, relay);
+  CHECK(relay.log_tail(1'000'000).find("event=producer_fatal") != std::string::npos);
+  CHECK(relay.log_tail(1'000'000).find("event=producer_created") !=
+        relay.log_tail(1'000'000).rfind("event=producer_created"));  // created twice
+  const OrderCheck check = check_per_key_order(read_topic(topic));
+  CHECK(check.distinct_ids == 5'000);
+  CHECK_MESSAGE(check.out_of_order == 0, check.first_problem);
+  MESSAGE("duplicates after a fatal producer error: " << check.duplicates);
+}
