@@ -54,7 +54,7 @@ const std::vector<Property>& properties() {
        "librdkafka message.timeout.ms; 0 retries until the broker answers (the order-safe choice).",
        0, 2147483647,
        [](Config& c, const std::string& v) { c.kafka.delivery_timeout = milliseconds(to_int(v)); }},
-      {"kafka.linger_ms", ValueKind::integer, "5", "0..900000",
+      {"kafka.linger_ms", ValueKind::integer, "1", "0..900000",
        "How long the producer waits to fill a Kafka batch (latency against throughput).", 0, 900000,
        [](Config& c, const std::string& v) { c.kafka.linger = milliseconds(to_int(v)); }},
       {"kafka.queue_max_kbytes", ValueKind::integer, "65536", "1..2097151",
@@ -73,9 +73,15 @@ const std::vector<Property>& properties() {
          c.relay.max_in_flight_batches = static_cast<int>(to_int(v));
        }},
       {"relay.poll_interval_ms", ValueKind::integer, "1000", "10..3600000",
-       "Look for pending rows at least this often, NOTIFY or not.", 10, 3600000,
+       "Longest wait between two looks for pending rows, NOTIFY or not.", 10, 3600000,
        [](Config& c, const std::string& v) { c.relay.poll_interval = milliseconds(to_int(v)); }},
-      {"relay.notify", ValueKind::boolean, "true", "true|false",
+      {"relay.poll_interval_min_ms", ValueKind::integer, "5", "1..3600000",
+       "Wait after a look that found rows; each empty look doubles it up to poll_interval_ms.", 1,
+       3600000,
+       [](Config& c, const std::string& v) {
+         c.relay.poll_interval_min = milliseconds(to_int(v));
+       }},
+      {"relay.notify", ValueKind::boolean, "false", "true|false",
        "LISTEN for the insert trigger's NOTIFY; migrate turns the trigger on or off to match.", 0,
        0, [](Config& c, const std::string& v) { c.relay.notify = v == "true"; }},
       {"relay.lanes", ValueKind::integer, "16", "1..1024, a power of two",
@@ -471,6 +477,10 @@ class Parser {
     if (config.checkback.check_interval_max < config.checkback.check_interval) {
       throw ConfigError(source_, line("checkback.check_interval_max_ms"),
                         "checkback.check_interval_max_ms", "must be at least check_interval_ms");
+    }
+    if (config.relay.poll_interval < config.relay.poll_interval_min) {
+      throw ConfigError(source_, line("relay.poll_interval_ms"), "relay.poll_interval_ms",
+                        "must be at least relay.poll_interval_min_ms");
     }
     if (config.relay.backoff_max < config.relay.backoff_initial) {
       throw ConfigError(source_, line("relay.backoff_max_ms"), "relay.backoff_max_ms",

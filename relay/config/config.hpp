@@ -32,7 +32,7 @@ struct KafkaConfig {
   /// Values of keys that look secret (password, secret, key) are masked when printed.
   std::map<std::string, std::string> properties;
   std::chrono::milliseconds delivery_timeout{0};  ///< message.timeout.ms; 0 = retry forever
-  std::chrono::milliseconds linger{5};            ///< linger.ms
+  std::chrono::milliseconds linger{1};            ///< linger.ms
   std::int64_t queue_max_kbytes = 65536;          ///< queue.buffering.max.kbytes
   std::string compression = "none";               ///< compression.type
 };
@@ -40,9 +40,10 @@ struct KafkaConfig {
 struct RelayConfig {
   std::int32_t batch_size = 1000;
   std::int32_t max_in_flight_batches = 4;
-  std::chrono::milliseconds poll_interval{1000};  ///< fallback when no NOTIFY arrives
-  bool notify = true;                             ///< LISTEN for the insert trigger's NOTIFY
-  std::int32_t lanes = 16;                        ///< a power of two; the same on every instance
+  std::chrono::milliseconds poll_interval{1000};   ///< longest wait between two looks
+  std::chrono::milliseconds poll_interval_min{5};  ///< wait after a look that found rows
+  bool notify = false;                             ///< LISTEN for the insert trigger's NOTIFY
+  std::int32_t lanes = 16;                         ///< a power of two; the same on every instance
   std::chrono::milliseconds lane_rebalance_interval{1000};
   std::chrono::milliseconds backoff_initial{100};
   std::chrono::milliseconds backoff_max{30000};

@@ -6,7 +6,9 @@
 #include <deque>
 #include <memory>
 
+#include "relay/core/assert.hpp"
 #include "relay/core/backoff.hpp"
+#include "relay/pipeline/outcome_recorder.hpp"
 #include "relay/publisher/publisher.hpp"
 #include "relay/store/store.hpp"
 
@@ -19,7 +21,9 @@ using std::chrono::milliseconds;
 
 // Upper bound on any single wait, so a stop request is noticed promptly.
 constexpr milliseconds kStopCheckInterval{200};
-constexpr milliseconds kDeliveryPollInterval{5};
+// How long one wait for delivery reports may last while batches are in flight; it also bounds how
+// late a NOTIFY that arrives meanwhile is noticed.
+constexpr milliseconds kDeliveryPollInterval{1};
 constexpr std::chrono::seconds kProgressLogInterval{10};
 constexpr std::chrono::seconds kKafkaProbeInterval{5};
 constexpr milliseconds kKafkaProbeTimeout{1000};
@@ -70,6 +74,34 @@ struct Totals {
   std::uint64_t retried = 0;
 };
 
+/// Where the loop's thread spent its time since the last progress line (the recorder's thread
+/// reports its own): the figures that show whether PostgreSQL, Kafka or the relay holds the
+/// pipeline back.
+struct StageTimes {
+  Clock::duration claim{};
+  Clock::duration produce{};
+  Clock::duration await_kafka{};
+
+  template <typename Work>
+  static auto timed(Clock::duration& total, Work&& work) {
+    const auto start = Clock::now();
+    struct AddElapsed {
+      Clock::duration& total;
+      Clock::time_point start;
+      ~AddElapsed() { total += Clock::now() - start; }
+    } add_elapsed{total, start};
+    return work();
+  }
+};
+
+/// A batch handed to Kafka and not yet recorded. Its ids stay excluded from claims until the
+/// recorder has committed its outcomes.
+struct InFlightBatch {
+  std::unique_ptr<PublishBatch> batch;
+  std::uint64_t ticket = 0;
+  bool submitted = false;  ///< complete, and queued at the recorder
+};
+
 /// One run of the loop; RelayLoop::run owns it. Split out so the loop's state has a home.
 class LoopState {
  public:
@@ -83,6 +115,9 @@ class LoopState {
                config.retention.delete_on_publish ? PublishedRows::delete_at_once
                                                   : PublishedRows::keep),
         publisher_(make_publisher()),
+        recorder_(config.postgres, config.relay,
+                  config.retention.delete_on_publish ? PublishedRows::delete_at_once
+                                                     : PublishedRows::keep),
         store_backoff_(config.relay.backoff_initial, config.relay.backoff_max),
         kafka_backoff_(config.relay.backoff_initial, config.relay.backoff_max) {}
 
@@ -119,8 +154,15 @@ class LoopState {
     }
     readiness_.postgres = true;
     if (Clock::now() >= next_rebalance_ || (releasing_lanes_ && in_flight_.empty())) rebalance();
+    // Rows committed while batches are in flight are claimed now, not after those batches are
+    // recorded: pipelining is what keeps commit-to-ack latency near one Kafka round trip.
+    if (caught_up_ && !in_flight_.empty() && store_.wait_for_wakeup(milliseconds(0))) {
+      caught_up_ = false;
+    }
     claim_and_produce();
-    publisher_->poll(can_claim() ? milliseconds(0) : kDeliveryPollInterval);
+    StageTimes::timed(stage_times_.await_kafka, [&] {
+      publisher_->poll(can_claim() ? milliseconds(0) : kDeliveryPollInterval);
+    });
     record_completed_batches();
     if (publisher_->has_fatal_error()) replace_publisher();
     if (in_flight_.empty() && !can_claim()) wait_for_work();
@@ -131,7 +173,7 @@ class LoopState {
     // a later row of the failed row's key must not reach Kafka before it.
     const bool failure_in_flight =
         std::any_of(in_flight_.begin(), in_flight_.end(),
-                    [](const auto& batch) { return batch->had_retriable_failure(); });
+                    [](const auto& entry) { return entry.batch->had_retriable_failure(); });
     return !caught_up_ && !releasing_lanes_ && !failure_in_flight &&
            Clock::now() >= paused_until_ &&
            in_flight_.size() < static_cast<std::size_t>(config_.relay.max_in_flight_batches);
@@ -152,16 +194,21 @@ class LoopState {
   void claim_and_produce() {
     while (can_claim() && !stop_.stop_requested()) {
       in_flight_ids_.clear();
-      for (const auto& batch : in_flight_) {
-        for (const OutboxRow& row : batch->rows()) in_flight_ids_.push_back(row.id);
+      for (const auto& entry : in_flight_) {
+        for (const OutboxRow& row : entry.batch->rows()) in_flight_ids_.push_back(row.id);
       }
-      ClaimedBatch claimed = store_.claim_batch(in_flight_ids_, config_.relay.batch_size);
+      ClaimedBatch claimed = StageTimes::timed(stage_times_.claim, [&] {
+        return store_.claim_batch(in_flight_ids_, config_.relay.batch_size);
+      });
       caught_up_ = claimed.reached_end;
       if (claimed.rows.empty()) return;
+      found_rows_since_wait_ = true;
       metrics_.batch_size.observe(static_cast<double>(claimed.rows.size()));
       auto batch = std::make_unique<PublishBatch>(std::move(claimed.rows));
-      publisher_->produce(*batch, [this] { return !stop_.stop_requested(); });
-      in_flight_.push_back(std::move(batch));
+      StageTimes::timed(stage_times_.produce, [&] {
+        publisher_->produce(*batch, [this] { return !stop_.stop_requested(); });
+      });
+      in_flight_.push_back({std::move(batch), next_ticket_++, false});
       if (failpoints_.producer_fatal_after_batches &&
           ++batches_produced_ == *failpoints_.producer_fatal_after_batches) {
         pipeline_log()->warn("event=failpoint name=producer_fatal_after_batches");
@@ -170,10 +217,30 @@ class LoopState {
     }
   }
 
+  /// Hands every complete batch, in order, to the recorder, and finishes the ones it recorded.
   void record_completed_batches() {
-    while (!in_flight_.empty() && in_flight_.front()->complete()) {
-      const PublishBatch& batch = *in_flight_.front();
-      store_.record_outcomes(batch.reports());
+    for (InFlightBatch& entry : in_flight_) {
+      if (!entry.batch->complete()) break;
+      if (entry.submitted) continue;
+      recorder_.submit(entry.ticket, entry.batch->reports());
+      entry.submitted = true;
+    }
+    finish_recorded_batches();
+  }
+
+  void finish_recorded_batches() {
+    std::optional<std::string> failure;
+    for (const OutcomeRecorder::Completion& completion : recorder_.completed()) {
+      if (completion.error) {
+        failure = completion.error;
+        for (InFlightBatch& entry : in_flight_) {
+          if (entry.ticket == completion.ticket) entry.submitted = false;
+        }
+        continue;
+      }
+      RELAY_ASSERT(!in_flight_.empty() && in_flight_.front().ticket == completion.ticket,
+                   "batches are recorded in the order they were produced");
+      const PublishBatch& batch = *in_flight_.front().batch;
       publisher_->release_held_keys(batch);
       count(batch);
       if (batch.had_retriable_failure()) {
@@ -183,6 +250,7 @@ class LoopState {
       }
       in_flight_.pop_front();
     }
+    if (failure) throw StoreUnavailable(*failure);
   }
 
   void count(const PublishBatch& batch) {
@@ -234,12 +302,22 @@ class LoopState {
     // Every message still queued is purged and reported as a retriable failure, so the rows stay
     // pending and are re-published by the new producer (with a new producer id) in id order.
     publisher_->drain(milliseconds(0));
-    record_completed_batches();
+    // Recorded before the new producer starts, so keys held for dead rows stay held until those
+    // rows are dead in the database, where the claim sees them.
+    while (!in_flight_.empty() && in_flight_.front().batch->complete()) {
+      record_completed_batches();
+      recorder_.wait_idle(kStopCheckInterval);
+    }
+    finish_recorded_batches();
     publisher_ = make_publisher();
   }
 
   void wait_for_work() {
-    auto deadline = std::min(next_rebalance_, Clock::now() + config_.relay.poll_interval);
+    // Adaptive polling: soon again after finding rows, then doubling while nothing turns up.
+    poll_wait_ = found_rows_since_wait_ ? config_.relay.poll_interval_min
+                                        : std::min(poll_wait_ * 2, config_.relay.poll_interval);
+    found_rows_since_wait_ = false;
+    auto deadline = std::min(next_rebalance_, Clock::now() + poll_wait_);
     deadline = std::max(deadline, paused_until_);
     while (!stop_.stop_requested()) {
       const auto now = Clock::now();
@@ -271,32 +349,42 @@ class LoopState {
     const auto now = Clock::now();
     if (now < next_progress_log_) return;
     next_progress_log_ = now + kProgressLogInterval;
+    auto ms = [](Clock::duration duration) {
+      return std::chrono::duration_cast<milliseconds>(duration).count();
+    };
     pipeline_log()->info(
         "event=progress published_total={} dead_total={} retried_total={} in_flight_batches={} "
-        "lanes_owned={} producer_queue={}",
+        "lanes_owned={} producer_queue={} claim_ms={} produce_ms={} await_kafka_ms={} "
+        "record_ms={}",
         totals_.published, totals_.dead, totals_.retried, in_flight_.size(), owned_lanes_,
-        publisher_->queue_length());
+        publisher_->queue_length(), ms(stage_times_.claim), ms(stage_times_.produce),
+        ms(stage_times_.await_kafka), ms(recorder_.take_busy_time()));
+    stage_times_ = {};
   }
 
   void shut_down() {
     pipeline_log()->info("event=stopping in_flight_batches={}", in_flight_.size());
     const auto deadline = Clock::now() + config_.relay.shutdown_timeout;
-    while (!in_flight_.empty() && Clock::now() < deadline) {
-      publisher_->poll(kDeliveryPollInterval);
+    auto record_until_deadline = [&] {
       try {
         record_completed_batches();
-      } catch (const StoreUnavailable&) {
-        break;
+        recorder_.wait_idle(kDeliveryPollInterval);
+        finish_recorded_batches();
+        return true;
+      } catch (const StoreUnavailable& error) {
+        pipeline_log()->warn(
+            "event=outcomes_not_recorded batches={} error=\"{}\" effect=delivered rows stay "
+            "pending and are published again by the next run",
+            in_flight_.size(), error.what());
+        return false;
       }
+    };
+    while (!in_flight_.empty() && Clock::now() < deadline) {
+      publisher_->poll(kDeliveryPollInterval);
+      if (!record_until_deadline()) break;
     }
     publisher_->drain(milliseconds(0));  // what is still undelivered stays pending
-    try {
-      record_completed_batches();
-    } catch (const StoreUnavailable& error) {
-      pipeline_log()->warn(
-          "event=outcomes_not_recorded batches={} error=\"{}\" effect=delivered rows stay pending "
-          "and are published again by the next run",
-          in_flight_.size(), error.what());
+    while (!in_flight_.empty() && Clock::now() < deadline && record_until_deadline()) {
     }
     pipeline_log()->info("event=stopped published_total={} dead_total={}", totals_.published,
                          totals_.dead);
@@ -311,12 +399,17 @@ class LoopState {
   OutboxStore store_;
   // Batches are declared before the publisher so the publisher, whose callbacks point into them,
   // is destroyed first.
-  std::deque<std::unique_ptr<PublishBatch>> in_flight_;
+  std::deque<InFlightBatch> in_flight_;
   std::unique_ptr<KafkaPublisher> publisher_;
+  // After the batches, so its thread, which reads their reports, stops first.
+  OutcomeRecorder recorder_;
+  std::uint64_t next_ticket_ = 0;
   Backoff store_backoff_;
   Backoff kafka_backoff_;
   std::vector<OutboxId> in_flight_ids_;
   bool caught_up_ = false;
+  bool found_rows_since_wait_ = false;
+  milliseconds poll_wait_ = config_.relay.poll_interval;
   bool releasing_lanes_ = false;
   std::size_t owned_lanes_ = 0;
   Clock::time_point next_rebalance_ = Clock::now();
@@ -324,6 +417,7 @@ class LoopState {
   Clock::time_point next_progress_log_ = Clock::now() + kProgressLogInterval;
   Clock::time_point next_kafka_probe_ = Clock::now();
   Totals totals_;
+  StageTimes stage_times_;
 };
 
 }  // namespace

@@ -43,13 +43,19 @@ enum class PublishedRows {
   delete_at_once,  ///< delete it (retention.delete_on_publish): no audit trail, smallest table
 };
 
+/// What a session is for. Only a claimer joins the instance membership, takes lanes and LISTENs;
+/// a recorder only records outcomes, on its own connection, so recording one batch and claiming
+/// the next run on two PostgreSQL backends at once.
+enum class SessionRole { claimer, recorder };
+
 /// One PostgreSQL session used by one relay loop. Not thread-safe. Owns its connection: leases
 /// (session advisory locks) and LISTEN live exactly as long as the connection; losing the
 /// connection loses both, which is what lets another instance take the lanes over.
 class OutboxStore {
  public:
   OutboxStore(const PostgresConfig& postgres, const RoutingConfig& routing,
-              const RelayConfig& relay, PublishedRows published_rows = PublishedRows::keep);
+              const RelayConfig& relay, PublishedRows published_rows = PublishedRows::keep,
+              SessionRole role = SessionRole::claimer);
   ~OutboxStore();
   OutboxStore(const OutboxStore&) = delete;
   OutboxStore& operator=(const OutboxStore&) = delete;
@@ -89,6 +95,7 @@ class OutboxStore {
   RoutingConfig routing_;
   RelayConfig relay_;
   PublishedRows published_rows_;
+  SessionRole role_;
   std::unique_ptr<Session> session_;
 };
 

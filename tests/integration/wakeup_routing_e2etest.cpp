@@ -56,6 +56,18 @@ TEST_CASE("without NOTIFY the relay still finds every row by polling") {
   CHECK(read_topic(topic).size() == 500);
 }
 
+TEST_CASE("with NOTIFY on, an idle relay publishes a new row long before its next poll") {
+  REQUIRE_SERVICES();
+  TestDatabase database(/*notify=*/true);
+  const std::string topic = unique_name("notify");
+  RelayProcess relay(write_relay_config(database.url(), {{"relay.notify", "true"},
+                                                         {"relay.poll_interval_min_ms", "30000"},
+                                                         {"relay.poll_interval_ms", "30000"}}));
+  std::this_thread::sleep_for(1s);  // the relay is idle: its next poll is 30 s away
+  database.execute("SELECT outbox.publish($1, 'k', 'woken'::text)", topic);
+  CHECK(eventually([&] { return database.count("state = 'published'") == 1; }, 5s));
+}
+
 TEST_CASE("Debezium-style routing sends a row to the topic its aggregate type names") {
   REQUIRE_SERVICES();
   TestDatabase database;

@@ -60,7 +60,9 @@ TEST_CASE("the required keys alone give a configuration with every default") {
   CHECK(config.kafka.delivery_timeout == 0ms);
   CHECK(config.relay.batch_size == 1000);
   CHECK(config.relay.max_in_flight_batches == 4);
-  CHECK(config.relay.notify);
+  CHECK_FALSE(config.relay.notify);  // adaptive polling: NOTIFY costs writers (bench/RESULTS.md)
+  CHECK(config.relay.poll_interval_min == 5ms);
+  CHECK(config.relay.poll_interval == 1000ms);
   CHECK(config.relay.lanes == 16);
   CHECK(config.relay.dead_key_policy == DeadKeyPolicy::block);
   CHECK(config.routing.topic_column == "topic");
@@ -112,6 +114,10 @@ TEST_CASE("out-of-range values, wrong types and bad choices name their key and l
         "must be a whole number (got 'many')");
   CHECK(error_of(kRequired + "relay:\n  notify: maybe\n").key() == "relay.notify");
   CHECK(error_of(kRequired + "relay:\n  lanes: 12\n").why() == "must be a power of two (got 12)");
+  CHECK(std::string(error_of(kRequired + "relay:\n  poll_interval_min_ms: 50\n"
+                                         "  poll_interval_ms: 20\n")
+                        .what()) ==
+        "relay.yaml:7: relay.poll_interval_ms: must be at least relay.poll_interval_min_ms");
   CHECK(error_of(kRequired + "relay:\n  dead_key_policy: drop\n").line() == 6);
   CHECK(error_of(kRequired + "relay:\n  batch_size: [1, 2]\n").why() ==
         "must be a single value, not a list or map");

@@ -114,13 +114,15 @@ TEST_CASE("the relay adds its session settings to both connection string forms")
   PostgresConfig postgres;
   postgres.url = "postgresql://u@h:5432/db";
   CHECK(session_connection_string(postgres) ==
-        "postgresql://u@h:5432/db?connect_timeout=5&application_name=outbox-relay");
+        "postgresql://u@h:5432/"
+        "db?connect_timeout=5&application_name=outbox-relay&options=-c%20jit%3Doff");
   postgres.url = "postgresql://u@h/db?sslmode=require&connect_timeout=2";
   CHECK(session_connection_string(postgres) ==
-        "postgresql://u@h/db?sslmode=require&connect_timeout=2&application_name=outbox-relay");
+        "postgresql://u@h/db?sslmode=require&connect_timeout=2&application_name=outbox-relay&"
+        "options=-c%20jit%3Doff");
   postgres.url = "host=h dbname=db";
   CHECK(session_connection_string(postgres) ==
-        "host=h dbname=db connect_timeout=5 application_name=outbox-relay");
+        "host=h dbname=db connect_timeout=5 application_name=outbox-relay options='-c jit=off'");
 }
 
 TEST_CASE("the README's configuration reference is the one the code declares") {
