@@ -1,0 +1,153 @@
+#include "bench/bench_support.hpp"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <iostream>
+#include <pqxx/pqxx>
+#include <sstream>
+#include <stdexcept>
+
+#include "relay/config/config.hpp"
+#include "relay/store/store.hpp"
+
+namespace outbox::bench {
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+namespace {
+
+void drop_database(const std::string& server, const std::string& name) {
+  pqxx::connection admin{server + "/postgres"};
+  pqxx::nontransaction tx{admin};
+  tx.exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)");
+}
+
+}  // namespace
+
+BenchDatabase::BenchDatabase(const Options& options, bool notify)
+    : options_(options), name_("relay_bench_" + std::to_string(getpid())), server_(options.server) {
+  drop_database(server_, name_);
+  {
+    pqxx::connection admin{server_ + "/postgres"};
+    pqxx::nontransaction tx{admin};
+    tx.exec("CREATE DATABASE " + name_);
+  }
+  PostgresConfig postgres;
+  postgres.url = url();
+  apply_migrations(postgres, notify);
+}
+
+BenchDatabase::~BenchDatabase() {
+  try {
+    drop_database(server_, name_);
+  } catch (const std::exception& error) {
+    std::cerr << "bench: could not drop database " << name_ << ": " << error.what() << "\n";
+  }
+}
+
+void BenchDatabase::load(const std::string& topic, long count, const std::string& state) {
+  std::cerr << "bench: loading " << count << " " << state << " rows of " << options_.payload_bytes
+            << " bytes over " << options_.keys << " keys\n";
+  pqxx::connection connection{url()};
+  constexpr long kChunk = 500'000;
+  for (long loaded = 0; loaded < count;) {
+    const long chunk = std::min(kChunk, count - loaded);
+    pqxx::work tx{connection};
+    // Unknown rows are due at once: the check-back benchmark times the sweeper, not its delay.
+    tx.exec_params(
+        "INSERT INTO outbox.messages (topic, message_key, payload, state, published_at,"
+        "                             producer_group, transaction_id, next_attempt_at)"
+        " SELECT $1, 'key-' || (n % $2), convert_to(repeat('x', $3), 'UTF8'), $6::outbox.row_state,"
+        "        CASE WHEN $6 = 'published' THEN now() END,"
+        "        CASE WHEN $6 = 'unknown' THEN 'bench' END,"
+        "        CASE WHEN $6 = 'unknown' THEN 'tx-' || n END,"
+        "        CASE WHEN $6 = 'unknown' THEN now() - interval '1 hour' END"
+        "   FROM generate_series($4::bigint, $5::bigint) n",
+        topic, options_.keys, options_.payload_bytes, loaded, loaded + chunk - 1, state);
+    tx.commit();
+    loaded += chunk;
+    std::cerr << "bench: loaded " << loaded << "\n";
+  }
+  pqxx::nontransaction vacuum{connection};
+  vacuum.exec("VACUUM ANALYZE outbox.messages");
+}
+
+long BenchDatabase::count_where(const std::string& condition) const {
+  pqxx::connection connection{url()};
+  pqxx::nontransaction tx{connection};
+  return tx.exec1("SELECT count(*) FROM outbox.messages WHERE " + condition)[0].as<long>();
+}
+
+ProcessUsage usage_of(pid_t pid) {
+  ProcessUsage usage;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  if (text.empty()) return usage;
+  std::istringstream fields(text.substr(text.rfind(')') + 2));
+  std::string field;
+  long utime = 0, stime = 0;
+  for (int index = 3; fields >> field; ++index) {  // field 3 is the state, after "pid (comm)"
+    if (index == 14) utime = std::stol(field);
+    if (index == 15) {
+      stime = std::stol(field);
+      break;
+    }
+  }
+  usage.cpu_seconds =
+      static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmHWM:", 0) == 0) usage.peak_rss_kb = std::stol(line.substr(6));
+  }
+  return usage;
+}
+
+BenchRelay::BenchRelay(const Options& options, const std::string& database_url,
+                       const RelaySettings& settings)
+    : config_path_("/tmp/relay_bench_" + std::to_string(getpid()) + ".yaml") {
+  std::ofstream(config_path_) << "postgres:\n  url: " << database_url
+                              << "\nkafka:\n  bootstrap_servers: " << options.kafka
+                              << "\nrelay:\n  batch_size: " << options.batch_size << "\n"
+                              << settings.relay_lines
+                              << "metrics:\n  listen: \"127.0.0.1:0\"\nretention:\n"
+                              << "  enabled: false\n  delete_on_publish: "
+                              << (options.delete_on_publish ? "true" : "false")
+                              << "\nlogging:\n  level: warn\n"
+                              << settings.extra_sections;
+  pid_ = fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    execl(RELAY_BINARY, RELAY_BINARY, "run", "--config", config_path_.c_str(), nullptr);
+    _exit(127);
+  }
+}
+
+void BenchRelay::stop() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGTERM);
+  waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+  std::remove(config_path_.c_str());
+}
+
+BenchRelay::~BenchRelay() { stop(); }
+
+Percentiles::Percentiles(std::vector<double> samples) : samples_(std::move(samples)) {
+  std::sort(samples_.begin(), samples_.end());
+}
+
+double Percentiles::at(double quantile) const {
+  if (samples_.empty()) return 0;
+  const auto rank =
+      static_cast<std::size_t>(std::ceil(quantile * static_cast<double>(samples_.size())));
+  return samples_[std::clamp<std::size_t>(rank, 1, samples_.size()) - 1];
+}
+
+}  // namespace outbox::bench

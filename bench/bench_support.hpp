@@ -1,0 +1,92 @@
+// What every benchmark shares: a fresh database loaded with rows, the real relay binary as a child
+// process whose CPU time and peak RSS are read from /proc, and percentiles.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace outbox::bench {
+
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  std::string server = "postgresql://postgres@127.0.0.1:5432";
+  std::string kafka = "127.0.0.1:9092";
+  long rows = 1'000'000;
+  long history = 0;  ///< published rows kept in the table before the backlog
+  int keys = 10'000;
+  int payload_bytes = 256;
+  int batch_size = 1000;
+  bool delete_on_publish = false;  ///< retention.delete_on_publish for the relay under test
+};
+
+double seconds_since(Clock::time_point start);
+
+/// A fresh migrated database, dropped by the destructor. Loading goes through plain INSERT ...
+/// SELECT, then VACUUM ANALYZE, so every benchmark starts from the same state.
+class BenchDatabase {
+ public:
+  BenchDatabase(const Options& options, bool notify = true);
+  ~BenchDatabase();
+  BenchDatabase(const BenchDatabase&) = delete;
+  BenchDatabase& operator=(const BenchDatabase&) = delete;
+
+  std::string url() const { return server_ + "/" + name_; }
+  /// Adds `count` rows in `state` ('pending', 'published', 'unknown') with the options' payload
+  /// size and keys; unknown rows get producer group "bench" and are due for a check at once.
+  void load(const std::string& topic, long count, const std::string& state);
+  long count_where(const std::string& condition) const;
+
+ private:
+  const Options& options_;
+  std::string name_;
+  std::string server_;
+};
+
+/// utime + stime in seconds and peak RSS in kB of a live process, from /proc.
+struct ProcessUsage {
+  double cpu_seconds = 0;
+  long peak_rss_kb = 0;
+};
+ProcessUsage usage_of(pid_t pid);
+
+/// Sections of the relay's YAML that a benchmark sets beyond the common ones: lines for the relay
+/// section ("  notify: false\n") and whole top-level sections (the check-back's).
+struct RelaySettings {
+  std::string relay_lines;
+  std::string extra_sections = "checkback:\n  enabled: false\n";
+};
+
+/// `outbox-relay run` on a config written for the database. Stopped with SIGTERM by stop() or the
+/// destructor.
+class BenchRelay {
+ public:
+  BenchRelay(const Options& options, const std::string& database_url,
+             const RelaySettings& settings = {});
+  ~BenchRelay();
+  BenchRelay(const BenchRelay&) = delete;
+  BenchRelay& operator=(const BenchRelay&) = delete;
+
+  ProcessUsage usage() const { return usage_of(pid_); }
+  void stop();
+
+ private:
+  std::string config_path_;
+  pid_t pid_ = -1;
+};
+
+/// Sorted samples and their quantiles.
+class Percentiles {
+ public:
+  explicit Percentiles(std::vector<double> samples);
+  double at(double quantile) const;  ///< nearest rank; 0 when empty
+  std::size_t size() const { return samples_.size(); }
+
+ private:
+  std::vector<double> samples_;
+};
+
+}  // namespace outbox::bench

@@ -1,0 +1,32 @@
+// The benchmarks relay_bench runs. Each prints one line of key=value figures on stdout (progress
+// goes to stderr) and returns the process exit code.
+#pragma once
+
+#include "bench/bench_support.hpp"
+
+namespace outbox::bench {
+
+/// Backlog drain through the real relay: `rows` pending rows (after `history` published ones).
+int drain(const Options& options);
+/// The relay's claim + record statements alone, no Kafka, same batch size.
+int sql_ceiling(const Options& options);
+/// The relay's producer alone, same messages and settings, no database.
+int kafka_ceiling(const Options& options);
+
+struct LatencyOptions {
+  int rate = 1000;  ///< messages per second, over all writers
+  int seconds = 20;
+  int writers = 8;
+  bool notify = true;
+};
+/// Commit → acknowledgement and commit → consumer latency under a steady write rate.
+int latency(const Options& options, const LatencyOptions& latency);
+
+/// Time for the sweeper to resolve `rows` stale unknown rows against a local status endpoint.
+int checkback(const Options& options, int max_concurrent_checks);
+
+/// Writers' transactions per second (pgbench): business row alone, + outbox row without and with
+/// NOTIFY, and with the relay running.
+int writer_overhead(const Options& options, int clients, int seconds);
+
+}  // namespace outbox::bench

@@ -1,0 +1,184 @@
+// Latency under a steady write rate: writers commit rows at a fixed pace through outbox.publish;
+// the time from each commit's return to the relay recording Kafka's acknowledgement (published_at)
+// and to a consumer receiving the message.
+#include <librdkafka/rdkafkacpp.h>
+
+#include <atomic>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <pqxx/pqxx>
+#include <thread>
+
+#include "bench/benchmarks.hpp"
+
+namespace outbox::bench {
+
+namespace {
+
+constexpr int kWarmUpSeconds = 2;
+
+std::int64_t wall_clock_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+/// Receives every message of one topic and notes, per outbox id, when it arrived. Fetches are
+/// long polls that the broker answers as soon as data arrives, so the default fetch.wait.max.ms
+/// costs no latency (a short one would only make the broker spin, on the cores being measured).
+class ReceiptClock {
+ public:
+  ReceiptClock(const std::string& bootstrap, const std::string& topic) {
+    std::string error;
+    std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+    for (const auto& [name, value] :
+         std::map<std::string, std::string>{{"bootstrap.servers", bootstrap},
+                                            {"group.id", topic},
+                                            {"auto.offset.reset", "earliest"},
+                                            {"enable.auto.commit", "false"},
+                                            {"fetch.wait.max.ms", "1"}}) {
+      if (conf->set(name, value, error) != RdKafka::Conf::CONF_OK) throw std::runtime_error(error);
+    }
+    consumer_.reset(RdKafka::KafkaConsumer::create(conf.get(), error));
+    if (!consumer_) throw std::runtime_error("consumer: " + error);
+    if (consumer_->subscribe({topic}) != RdKafka::ERR_NO_ERROR) {
+      throw std::runtime_error("consumer: cannot subscribe to " + topic);
+    }
+    thread_ = std::thread([this] { consume(); });
+  }
+  ~ReceiptClock() {
+    stop_ = true;
+    thread_.join();
+    consumer_->close();
+  }
+  std::map<std::int64_t, std::int64_t> receipts() const {
+    std::lock_guard lock(mutex_);
+    return receipts_;
+  }
+
+ private:
+  void consume() {
+    while (!stop_) {
+      std::unique_ptr<RdKafka::Message> message(consumer_->consume(50));
+      if (message->err() != RdKafka::ERR_NO_ERROR) continue;
+      const std::int64_t now = wall_clock_us();
+      const RdKafka::Headers* headers = message->headers();
+      if (headers == nullptr) continue;
+      for (const auto& header : headers->get("outbox-id")) {
+        const std::string id(static_cast<const char*>(header.value()), header.value_size());
+        std::lock_guard lock(mutex_);
+        receipts_.emplace(std::stoll(id), now);
+      }
+    }
+  }
+
+  std::unique_ptr<RdKafka::KafkaConsumer> consumer_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  mutable std::mutex mutex_;
+  std::map<std::int64_t, std::int64_t> receipts_;
+};
+
+/// One writer connection committing single-row transactions on a fixed schedule (open loop: a late
+/// send goes at once and the schedule does not slip). Returns id -> commit time.
+std::map<std::int64_t, std::int64_t> write_at_rate(const std::string& url, const std::string& topic,
+                                                   int writer, double per_second, int seconds,
+                                                   int keys) {
+  pqxx::connection connection{url};
+  connection.prepare("publish", "SELECT outbox.publish($1, $2, $3::text)");
+  std::map<std::int64_t, std::int64_t> committed;
+  const auto interval = std::chrono::duration<double>(1.0 / per_second);
+  const auto start = Clock::now();
+  const long total = static_cast<long>(per_second * seconds);
+  for (long n = 0; n < total; ++n) {
+    std::this_thread::sleep_until(
+        start + std::chrono::duration_cast<Clock::duration>(interval * static_cast<double>(n)));
+    pqxx::nontransaction tx{connection};  // autocommit: the statement's return is the commit
+    const auto id =
+        tx.exec_prepared1("publish", topic, "key-" + std::to_string((writer * 7919 + n) % keys),
+                          R"({"writer":)" + std::to_string(writer) + "}")[0]
+            .as<std::int64_t>();
+    committed.emplace(id, wall_clock_us());
+  }
+  return committed;
+}
+
+std::string milliseconds_figures(const std::string& name, const Percentiles& samples) {
+  std::ostringstream out;
+  out.precision(3);
+  out << std::fixed << " " << name << "_p50_ms=" << samples.at(0.5) << " " << name
+      << "_p99_ms=" << samples.at(0.99) << " " << name << "_p999_ms=" << samples.at(0.999);
+  return out.str();
+}
+
+}  // namespace
+
+int latency(const Options& options, const LatencyOptions& latency) {
+  const std::string topic = "bench.latency." + std::to_string(getpid());
+  BenchDatabase database(options, latency.notify);
+  RelaySettings settings;
+  settings.relay_lines = latency.notify ? "  notify: true\n" : "";  // default: adaptive polling
+  BenchRelay relay(options, database.url(), settings);
+
+  // A first message creates the topic, so the consumer and the producer are warm when timing
+  // starts.
+  pqxx::connection connection{database.url()};
+  pqxx::nontransaction(connection)
+      .exec_params("SELECT outbox.publish($1, 'warm-up', 'x'::text)", topic);
+  ReceiptClock receipts(options.kafka, topic);
+  while (database.count_where("state = 'pending'") > 0 || receipts.receipts().empty()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+
+  std::cerr << "bench: " << latency.writers << " writers at " << latency.rate << " messages/s for "
+            << latency.seconds << " s, NOTIFY " << (latency.notify ? "on" : "off") << "\n";
+  std::vector<std::map<std::int64_t, std::int64_t>> per_writer(latency.writers);
+  const std::int64_t writing_started_us = wall_clock_us();
+  {
+    std::vector<std::jthread> writers;
+    for (int writer = 0; writer < latency.writers; ++writer) {
+      writers.emplace_back([&, writer] {
+        per_writer[writer] = write_at_rate(database.url(), topic, writer,
+                                           static_cast<double>(latency.rate) / latency.writers,
+                                           kWarmUpSeconds + latency.seconds, options.keys);
+      });
+    }
+  }
+  std::map<std::int64_t, std::int64_t> committed;
+  for (auto& writer : per_writer) committed.merge(writer);
+  // Steady load only: rows committed in the first kWarmUp seconds (when an idle relay is still
+  // backing its polling off, and caches are cold) are published but not counted.
+  const std::int64_t counted_from = writing_started_us + kWarmUpSeconds * 1'000'000;
+
+  const auto deadline = Clock::now() + std::chrono::seconds(60);
+  while (Clock::now() < deadline && (database.count_where("state = 'pending'") > 0 ||
+                                     receipts.receipts().size() < committed.size() + 1)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  const auto received = receipts.receipts();
+  std::vector<double> to_ack, to_consumer;
+  pqxx::nontransaction tx{connection};
+  for (const auto& row : tx.exec(
+           "SELECT id, (extract(epoch FROM published_at) * 1000000)::bigint FROM outbox.messages"
+           " WHERE state = 'published' AND message_key <> 'warm-up'")) {
+    const auto id = row[0].as<std::int64_t>();
+    const auto commit = committed.find(id);
+    if (commit == committed.end() || commit->second < counted_from) continue;
+    to_ack.push_back(static_cast<double>(row[1].as<std::int64_t>() - commit->second) / 1000);
+    if (const auto receipt = received.find(id); receipt != received.end()) {
+      to_consumer.push_back(static_cast<double>(receipt->second - commit->second) / 1000);
+    }
+  }
+  relay.stop();
+  std::cout << "latency rate=" << latency.rate << " seconds=" << latency.seconds
+            << " writers=" << latency.writers
+            << " wakeup=" << (latency.notify ? "notify" : "polling")
+            << " committed=" << committed.size() << " counted=" << to_ack.size()
+            << " consumed=" << to_consumer.size()
+            << milliseconds_figures("ack", Percentiles(to_ack))
+            << milliseconds_figures("consumer", Percentiles(to_consumer)) << "\n";
+  return 0;
+}
+
+}  // namespace outbox::bench

@@ -1,0 +1,132 @@
+// Backlog drain through the real relay, and the two ceilings it is compared with.
+#include <deque>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <thread>
+
+#include "bench/benchmarks.hpp"
+#include "relay/config/config.hpp"
+#include "relay/publisher/publisher.hpp"
+#include "relay/store/store.hpp"
+
+namespace outbox::bench {
+
+int drain(const Options& options) {
+  const std::string topic = "bench.drain." + std::to_string(getpid());
+  BenchDatabase database(options);
+  if (options.history > 0) database.load(topic, options.history, "published");
+  database.load(topic, options.rows, "pending");
+  const auto start = Clock::now();
+  BenchRelay relay(options, database.url());
+  ProcessUsage usage;
+  auto next_progress = start;
+  // The steady rate, between 10% and 90% published, leaves out start-up and the last batches:
+  // it is the figure to compare across backlog sizes.
+  std::optional<std::pair<long, double>> at_10_percent, at_90_percent;
+  for (long pending = options.rows; pending > 0;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    usage = relay.usage();  // read while it runs: /proc forgets a process once it is reaped
+    pending = database.count_where("state = 'pending'");
+    const long published = options.rows - pending;
+    if (!at_10_percent && published >= options.rows / 10) {
+      at_10_percent = {published, seconds_since(start)};
+    }
+    if (!at_90_percent && published >= options.rows * 9 / 10) {
+      at_90_percent = {published, seconds_since(start)};
+    }
+    if (Clock::now() >= next_progress || pending == 0) {
+      std::cerr << "bench: " << published << " published, " << seconds_since(start) << " s\n";
+      next_progress += std::chrono::seconds(2);
+    }
+  }
+  const double steady_rate =
+      at_90_percent->second > at_10_percent->second
+          ? static_cast<double>(at_90_percent->first - at_10_percent->first) /
+                (at_90_percent->second - at_10_percent->second)
+          : 0;
+  const double seconds = seconds_since(start);
+  usage = relay.usage();
+  relay.stop();
+  std::cout << "drain rows=" << options.rows << " history=" << options.history
+            << " delete_on_publish=" << (options.delete_on_publish ? "on" : "off")
+            << " payload_bytes=" << options.payload_bytes << " keys=" << options.keys
+            << " batch_size=" << options.batch_size << " seconds=" << seconds
+            << " messages_per_second=" << options.rows / seconds
+            << " steady_messages_per_second=" << steady_rate
+            << " cpu_seconds_per_million=" << usage.cpu_seconds * 1e6 / options.rows
+            << " peak_rss_mb=" << usage.peak_rss_kb / 1024.0 << "\n";
+  return 0;
+}
+
+int sql_ceiling(const Options& options) {
+  BenchDatabase database(options);
+  database.load("bench.sql", options.rows, "pending");
+  PostgresConfig postgres;
+  postgres.url = database.url();
+  RelayConfig relay;
+  OutboxStore store(
+      postgres, RoutingConfig{}, relay,
+      options.delete_on_publish ? PublishedRows::delete_at_once : PublishedRows::keep);
+  store.ensure_connected();
+  store.rebalance_lanes(/*may_release=*/true);
+  const auto start = Clock::now();
+  long done = 0;
+  for (;;) {
+    ClaimedBatch batch = store.claim_batch({}, options.batch_size);
+    if (batch.rows.empty()) break;
+    std::vector<DeliveryReport> reports;
+    reports.reserve(batch.rows.size());
+    for (const auto& row : batch.rows) {
+      reports.push_back({row.id, DeliveryOutcome::delivered, 0, done, ""});
+      ++done;
+    }
+    store.record_outcomes(reports);
+  }
+  const double seconds = seconds_since(start);
+  std::cout << "sql-ceiling rows=" << done
+            << " delete_on_publish=" << (options.delete_on_publish ? "on" : "off")
+            << " batch_size=" << options.batch_size << " seconds=" << seconds
+            << " rows_per_second=" << done / seconds << "\n";
+  return 0;
+}
+
+int kafka_ceiling(const Options& options) {
+  KafkaConfig kafka;
+  kafka.bootstrap_servers = options.kafka;
+  KafkaPublisher publisher(kafka, RoutingConfig{}, DeadKeyPolicy::block);
+  const std::string topic = "bench.kafka." + std::to_string(getpid());
+  const std::string payload(options.payload_bytes, 'x');
+  const RelayConfig relay;
+  const auto start = Clock::now();
+  std::deque<std::unique_ptr<PublishBatch>> in_flight;
+  long produced = 0, delivered = 0;
+  while (delivered < options.rows) {
+    while (produced < options.rows &&
+           in_flight.size() < static_cast<std::size_t>(relay.max_in_flight_batches)) {
+      std::vector<OutboxRow> rows;
+      for (int i = 0; i < options.batch_size && produced < options.rows; ++i, ++produced) {
+        OutboxRow row;
+        row.id = OutboxId{produced + 1};
+        row.topic = topic;
+        row.key = "key-" + std::to_string(produced % options.keys);
+        row.payload = payload;
+        rows.push_back(std::move(row));
+      }
+      in_flight.push_back(std::make_unique<PublishBatch>(std::move(rows)));
+      publisher.produce(*in_flight.back(), [] { return true; });
+    }
+    publisher.poll(std::chrono::milliseconds(5));
+    while (!in_flight.empty() && in_flight.front()->complete()) {
+      delivered += static_cast<long>(in_flight.front()->rows().size());
+      in_flight.pop_front();
+    }
+  }
+  const double seconds = seconds_since(start);
+  std::cout << "kafka-ceiling messages=" << options.rows
+            << " payload_bytes=" << options.payload_bytes << " seconds=" << seconds
+            << " messages_per_second=" << options.rows / seconds << "\n";
+  return 0;
+}
+
+}  // namespace outbox::bench
