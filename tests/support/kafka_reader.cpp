@@ -1,18 +1,21 @@
 #include "tests/support/kafka_reader.hpp"
 
-#include <doctest/doctest.h>
 #include <librdkafka/rdkafkacpp.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <thread>
-
-#include "tests/support/services.hpp"
 
 namespace outbox::test {
 
 namespace {
+
+void require(bool condition, const std::string& what) {
+  if (!condition) throw std::runtime_error("reading from Kafka: " + what);
+}
+
 std::vector<int> partitions_of(RdKafka::Handle& handle, const std::string& topic) {
   RdKafka::Metadata* raw = nullptr;
   std::unique_ptr<RdKafka::Topic> topic_handle(
@@ -30,17 +33,21 @@ std::vector<int> partitions_of(RdKafka::Handle& handle, const std::string& topic
 }
 }  // namespace
 
-std::vector<ConsumedMessage> read_topic(const std::string& topic,
+std::vector<ConsumedMessage> read_topic(const std::string& bootstrap, const std::string& topic,
                                         std::chrono::milliseconds topic_timeout) {
   std::string error;
   std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
-  conf->set("bootstrap.servers", kafka_bootstrap(), error);
-  conf->set("group.id", unique_name("reader"), error);
+  conf->set("bootstrap.servers", bootstrap, error);
+  // Partitions are assigned, not subscribed: the group id only has to be unique.
+  conf->set("group.id",
+            "reader-" + topic + "-" +
+                std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()),
+            error);
   conf->set("enable.auto.commit", "false", error);
   conf->set("allow.auto.create.topics", "false", error);
   std::unique_ptr<RdKafka::KafkaConsumer> consumer(
       RdKafka::KafkaConsumer::create(conf.get(), error));
-  REQUIRE_MESSAGE(consumer, error);
+  require(consumer != nullptr, error);
 
   std::vector<int> partitions;
   const auto deadline = std::chrono::steady_clock::now() + topic_timeout;
@@ -55,15 +62,27 @@ std::vector<ConsumedMessage> read_topic(const std::string& topic,
   std::vector<RdKafka::TopicPartition*> assignment;
   for (int partition : partitions) {
     std::int64_t low = 0, high = 0;
-    REQUIRE(consumer->query_watermark_offsets(topic, partition, &low, &high, 10000) ==
-            RdKafka::ERR_NO_ERROR);
+    // Right after a broker fault (a SIGSTOP, a restart) leadership can still be settling: a
+    // query may fail with a transient error while the next one answers.
+    const auto watermark_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    RdKafka::ErrorCode watermark_error;
+    while ((watermark_error = consumer->query_watermark_offsets(topic, partition, &low, &high,
+                                                                5000)) != RdKafka::ERR_NO_ERROR &&
+           std::chrono::steady_clock::now() < watermark_deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+    require(watermark_error == RdKafka::ERR_NO_ERROR, "no watermarks for " + topic + " partition " +
+                                                          std::to_string(partition) + ": " +
+                                                          RdKafka::err2str(watermark_error));
     if (high > low) {
       high_watermarks[partition] = high;
       assignment.push_back(
           RdKafka::TopicPartition::create(topic, partition, RdKafka::Topic::OFFSET_BEGINNING));
     }
   }
-  if (!assignment.empty()) REQUIRE(consumer->assign(assignment) == RdKafka::ERR_NO_ERROR);
+  if (!assignment.empty()) {
+    require(consumer->assign(assignment) == RdKafka::ERR_NO_ERROR, "cannot assign " + topic);
+  }
   RdKafka::TopicPartition::destroy(assignment);
 
   std::map<int, long long> next_offset;
@@ -75,12 +94,11 @@ std::vector<ConsumedMessage> read_topic(const std::string& topic,
     return true;
   };
   while (!done()) {
-    REQUIRE_MESSAGE(std::chrono::steady_clock::now() < read_deadline,
-                    "timed out reading " << topic);
+    require(std::chrono::steady_clock::now() < read_deadline, "timed out reading " + topic);
     std::unique_ptr<RdKafka::Message> message(consumer->consume(500));
     if (message->err() == RdKafka::ERR__TIMED_OUT || message->err() == RdKafka::ERR__PARTITION_EOF)
       continue;
-    REQUIRE_MESSAGE(message->err() == RdKafka::ERR_NO_ERROR, message->errstr());
+    require(message->err() == RdKafka::ERR_NO_ERROR, message->errstr());
     ConsumedMessage consumed;
     consumed.topic = message->topic_name();
     consumed.partition = message->partition();

@@ -22,6 +22,11 @@ struct ConsumedMessage {
 /// Every message in `topic` right now, from the beginning of each partition up to its high
 /// watermark, in partition then offset order. Waits up to `topic_timeout` for the topic to exist;
 /// an absent topic yields no messages.
+/// Throws std::runtime_error when Kafka cannot be read (doctest reports it as a failure).
+std::vector<ConsumedMessage> read_topic(
+    const std::string& bootstrap, const std::string& topic,
+    std::chrono::milliseconds topic_timeout = std::chrono::seconds(10));
+/// The same, from the broker the integration tests use (kafka_bootstrap()).
 std::vector<ConsumedMessage> read_topic(
     const std::string& topic, std::chrono::milliseconds topic_timeout = std::chrono::seconds(10));
 

@@ -10,7 +10,14 @@
 #include <memory>
 #include <pqxx/pqxx>
 
+#include "tests/support/kafka_reader.hpp"
+
 namespace outbox::test {
+
+std::vector<ConsumedMessage> read_topic(const std::string& topic,
+                                        std::chrono::milliseconds topic_timeout) {
+  return read_topic(kafka_bootstrap(), topic, topic_timeout);
+}
 
 namespace {
 std::string env_or(const char* name, const std::string& fallback) {
