@@ -7,6 +7,7 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <map>
 #include <regex>
 #include <sstream>
 
@@ -246,14 +247,18 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
   return row[b.size()];
 }
 
+/// `dotted` is a full key (relay.batchsize) or a section (kafak); it is compared with both.
 std::string unknown_key_hint(const std::string& dotted) {
   std::string best;
   std::size_t best_distance = 3;
   for (const Property& property : properties()) {
-    const std::size_t distance = edit_distance(dotted, property.name);
-    if (distance < best_distance) {
-      best_distance = distance;
-      best = property.name;
+    for (const std::string_view candidate :
+         {property.name, property.name.substr(0, property.name.find('.'))}) {
+      const std::size_t distance = edit_distance(dotted, candidate);
+      if (distance < best_distance) {
+        best_distance = distance;
+        best = std::string(candidate);
+      }
     }
   }
   return best.empty() ? "unknown key" : "unknown key; did you mean " + best + "?";
@@ -275,6 +280,7 @@ class Parser {
     config.source_file = source_;
     if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
     if (!root.IsMap()) throw ConfigError(source_, line_of(root), "", "the document must be a map");
+    reject_duplicate_keys(root, "");
 
     std::vector<bool> seen(properties().size(), false);
     for (const auto& section : root) {
@@ -314,6 +320,29 @@ class Parser {
   }
 
  private:
+  /// yaml-cpp keeps every copy of a repeated key and the parser would apply the last; a repeated
+  /// key is nearly always an edit gone wrong, so it is refused, naming both lines.
+  void reject_duplicate_keys(const YAML::Node& node, const std::string& path) {
+    if (node.IsSequence()) {
+      for (const auto& item : node) reject_duplicate_keys(item, path);
+      return;
+    }
+    if (!node.IsMap()) return;
+    std::map<std::string, int> first_lines;
+    for (const auto& entry : node) {
+      if (!entry.first.IsScalar()) continue;
+      const std::string key =
+          path.empty() ? entry.first.Scalar() : path + "." + entry.first.Scalar();
+      const auto [first, inserted] =
+          first_lines.emplace(entry.first.Scalar(), line_of(entry.first));
+      if (!inserted) {
+        throw ConfigError(source_, line_of(entry.first), key,
+                          "given twice (first on line " + std::to_string(first->second) + ")");
+      }
+      reject_duplicate_keys(entry.second, key);
+    }
+  }
+
   void apply(const Property& property, const YAML::Node& node, Config& config) {
     const std::string key(property.name);
     if (property.kind == ValueKind::map) {
