@@ -39,15 +39,16 @@ class WakeupReceiver final : public pqxx::notification_receiver {
 
 std::string claim_sql(const RoutingConfig& routing, DeadKeyPolicy dead_key_policy) {
   // The lane filter hashes the key the same way for every instance; keyless rows all share the
-  // lane of '' so they keep their id order. "<> ALL" over the in-flight ids is hashed by
-  // PostgreSQL 15, and the partial index keeps the scan to pending rows.
+  // lane of '' so they keep their id order. The partial index keeps the scan to pending rows.
+  // The in-flight ids are skipped with a hashed "= ANY" (PostgreSQL 14+) only when the array is
+  // a constant, that is in a custom plan: the claimer's session sets plan_cache_mode so.
   std::string sql = "SELECT m.id, m.\"" + routing.topic_column +  // validated as [a-z_][a-z0-9_]*
                     "\"::text, m.message_key, m.payload, m.headers::text,"
                     " (extract(epoch FROM m.created_at) * 1000)::bigint"
                     " FROM outbox.messages m"
                     " WHERE m.state = 'pending'"
                     "   AND (hashtext(coalesce(m.message_key, '')) & $1) = ANY($2::int[])"
-                    "   AND m.id <> ALL($3::bigint[])";
+                    "   AND NOT (m.id = ANY($3::bigint[]))";
   if (dead_key_policy == DeadKeyPolicy::block) {
     sql +=
         "   AND (m.message_key IS NULL OR NOT EXISTS ("
@@ -172,6 +173,11 @@ void OutboxStore::ensure_connected() {
     if (role_ == SessionRole::claimer) {
       session->connection.prepare("claim", claim_sql(routing_, relay_.dead_key_policy));
       pqxx::nontransaction join{session->connection};
+      // A generic plan of the claim cannot hash the in-flight ids (a parameter, not a constant)
+      // and compares each row with each of them: 40 ms instead of 1 ms per claim with 4,000 in
+      // flight. PostgreSQL picks the generic plan by the table's size, so without this the
+      // drain rate changed threefold between a backlog of 200,000 rows and one of 300,000.
+      join.exec("SET plan_cache_mode = force_custom_plan");
       join.exec_params("SELECT pg_advisory_lock_shared($1, 0)", kMemberLockClass);
       join.commit();
       if (relay_.notify) session->wakeups = std::make_unique<WakeupReceiver>(session->connection);
