@@ -4,10 +4,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <librdkafka/rdkafkacpp.h>
 #include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <iostream>
+#include <memory>
+
 #include <pqxx/pqxx>
 #include <sstream>
 #include <stdexcept>
@@ -16,6 +19,19 @@
 #include "relay/store/store.hpp"
 
 namespace outbox::bench {
+
+void require_kafka(const Options& options) {
+  std::string error;
+  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+  conf->set("bootstrap.servers", options.kafka, error);
+  std::unique_ptr<RdKafka::Producer> probe(RdKafka::Producer::create(conf.get(), error));
+  RdKafka::Metadata* metadata = nullptr;
+  if (!probe || probe->metadata(true, nullptr, &metadata, 5000) != RdKafka::ERR_NO_ERROR) {
+    throw std::runtime_error("Kafka at " + options.kafka +
+                             " does not answer; start it with scripts/services up");
+  }
+  delete metadata;
+}
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();

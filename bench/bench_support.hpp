@@ -25,6 +25,10 @@ struct Options {
 
 double seconds_since(Clock::time_point start);
 
+/// Throws, naming the fix, when the Kafka broker at options.kafka does not answer within 5 s: a
+/// benchmark against a missing broker would otherwise wait for deliveries that never come.
+void require_kafka(const Options& options);
+
 /// A fresh migrated database, dropped by the destructor. Loading goes through plain INSERT ...
 /// SELECT, then VACUUM ANALYZE, so every benchmark starts from the same state.
 class BenchDatabase {

@@ -64,6 +64,7 @@ int main(int argc, char** argv) {
   spdlog::set_default_logger(spdlog::stderr_color_mt("bench"));
   latency_options.notify = with_notify;
   try {
+    if (!*sql_command && !*writer_command) require_kafka(options);
     if (*drain_command) return drain(options);
     if (*sql_command) return sql_ceiling(options);
     if (*kafka_command) return kafka_ceiling(options);

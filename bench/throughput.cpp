@@ -12,6 +12,10 @@
 
 namespace outbox::bench {
 
+namespace {
+constexpr std::chrono::seconds kStallTimeout{60};
+}  // namespace
+
 int drain(const Options& options) {
   const std::string topic = "bench.drain." + std::to_string(getpid());
   BenchDatabase database(options);
@@ -24,11 +28,20 @@ int drain(const Options& options) {
   // The steady rate, between 10% and 90% published, leaves out start-up and the last batches:
   // it is the figure to compare across backlog sizes.
   std::optional<std::pair<long, double>> at_10_percent, at_90_percent;
+  long last_published = -1;
+  auto last_change = start;
   for (long pending = options.rows; pending > 0;) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     usage = relay.usage();  // read while it runs: /proc forgets a process once it is reaped
     pending = database.count_where("state = 'pending'");
     const long published = options.rows - pending;
+    if (published != last_published) {
+      last_published = published;
+      last_change = Clock::now();
+    } else if (Clock::now() - last_change > kStallTimeout) {
+      throw std::runtime_error("nothing published for " + std::to_string(kStallTimeout.count()) +
+                               " s; the relay's warnings are above, on stderr");
+    }
     if (!at_10_percent && published >= options.rows / 10) {
       at_10_percent = {published, seconds_since(start)};
     }
