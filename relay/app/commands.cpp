@@ -16,6 +16,7 @@
 #include "relay/pipeline/lag_monitor.hpp"
 #include "relay/pipeline/relay_loop.hpp"
 #include "relay/pipeline/retention_purger.hpp"
+#include "relay/pipeline/table_vacuumer.hpp"
 #include "relay/publisher/publisher.hpp"
 #include "relay/store/store.hpp"
 
@@ -54,7 +55,7 @@ int run_relay(const std::string& config_path) {
   // One stop for every loop: a signal, or the relay loop failing for good, ends them all.
   std::stop_source stop;
   std::stop_callback on_signal(stop_on_signals.token(), [&] { stop.request_stop(); });
-  std::jthread sweeper, lag_monitor, purger;
+  std::jthread sweeper, lag_monitor, purger, vacuumer;
   if (config.checkback.enabled) {
     sweeper = std::jthread([&] { Sweeper(config, telemetry).run(stop.get_token()); });
   }
@@ -63,6 +64,9 @@ int run_relay(const std::string& config_path) {
   }
   if (config.retention.enabled) {
     purger = std::jthread([&] { RetentionPurger(config, telemetry).run(stop.get_token()); });
+  }
+  if (config.retention.vacuum_dead_rows > 0) {
+    vacuumer = std::jthread([&] { TableVacuumer(config, telemetry).run(stop.get_token()); });
   }
   try {
     const char* failpoints = std::getenv("RELAY_FAILPOINTS");

@@ -176,6 +176,11 @@ const std::vector<Property>& properties() {
        "Delete each row once Kafka acknowledged it, instead of marking it published (no audit "
        "trail: partition and offset are not kept).",
        0, 0, [](Config& c, const std::string& v) { c.retention.delete_on_publish = v == "true"; }},
+      {"retention.vacuum_dead_rows", ValueKind::integer, "200000", "0..1000000000",
+       "VACUUM the outbox table once this many dead row versions piled up since the last one, so "
+       "claims do not step over them (0: leave it to autovacuum; needs the table's owner).",
+       0, 1000000000,
+       [](Config& c, const std::string& v) { c.retention.vacuum_dead_rows = to_int(v); }},
       {"metrics.enabled", ValueKind::boolean, "true", "true|false",
        "Serve /metrics, /healthz and /readyz.", 0, 0,
        [](Config& c, const std::string& v) { c.metrics.enabled = v == "true"; }},

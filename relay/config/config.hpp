@@ -84,7 +84,8 @@ struct RetentionConfig {
   std::chrono::milliseconds keep_finished{std::chrono::hours(24 * 7)};
   std::int32_t batch_size = 1000;
   std::chrono::milliseconds interval{60000};
-  bool delete_on_publish = false;  ///< delete rows once delivered instead of marking them
+  bool delete_on_publish = false;          ///< delete rows once delivered instead of marking them
+  std::int64_t vacuum_dead_rows = 200000;  ///< VACUUM after this many dead versions; 0 = never
 };
 
 struct MetricsConfig {

@@ -199,3 +199,26 @@ TEST_CASE("with delete_on_publish, delivered rows leave the table and failed one
   CHECK(database.count("state = 'dead'") == 1);
   CHECK(read_topic(topic).size() == 100);
 }
+
+TEST_CASE("the relay vacuums the outbox table once enough dead rows piled up, and only then") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  const std::string topic = unique_name("vacuum");
+  // Manual VACUUMs only: autovacuum counts separately (autovacuum_count).
+  auto vacuums = [&] {
+    return std::stol(database.scalar(
+        "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'outbox.messages'::regclass"));
+  };
+  RelayProcess relay(write_relay_config(database.url(), {{"retention.vacuum_dead_rows", "2000"}}));
+  database.execute("SELECT outbox.publish($1, 'k' || n, 'x'::text) FROM generate_series(1, 1000) n",
+                   topic);
+  REQUIRE(eventually([&] { return database.count("state = 'published'") == 1000; }, 30s));
+  std::this_thread::sleep_for(3s);  // statistics reach pg_stat within a second; checks every second
+  CHECK(vacuums() == 0);            // 1,000 dead versions: below the threshold
+
+  database.execute("SELECT outbox.publish($1, 'k' || n, 'x'::text) FROM generate_series(1, 2000) n",
+                   topic);
+  REQUIRE(eventually([&] { return database.count("state = 'published'") == 3000; }, 30s));
+  CHECK_MESSAGE(eventually([&] { return vacuums() >= 1; }, 15s), relay.log_tail());
+  CHECK(relay.log_tail().find("event=table_vacuumed") != std::string::npos);
+}

@@ -1,0 +1,62 @@
+#include "relay/pipeline/table_vacuumer.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+
+#include "relay/store/table_vacuum.hpp"
+
+namespace outbox {
+
+namespace {
+constexpr std::chrono::seconds kCheckInterval{1};
+}  // namespace
+
+TableVacuumer::TableVacuumer(const Config& config, Telemetry& telemetry)
+    : config_(config), telemetry_(telemetry) {}
+
+void TableVacuumer::run(std::stop_token stop) {
+  Counter& vacuums = telemetry_.metrics.counter("outbox_table_vacuums_total",
+                                                "VACUUMs of the outbox table run by this relay.");
+  OutboxVacuum vacuum(config_.postgres);
+  std::mutex mutex;
+  std::condition_variable_any wake;
+  bool permission_checked = false;
+  // Dead versions a VACUUM could not remove (an old snapshot still sees them) stay counted; the
+  // threshold applies to what came after, so such a table is not vacuumed every second.
+  std::int64_t left_by_last_vacuum = 0;
+  while (!stop.stop_requested()) {
+    try {
+      if (!permission_checked) {
+        if (!vacuum.allowed()) {
+          spdlog::warn(
+              "event=vacuum_disabled reason=\"the relay's role does not own outbox.messages\" "
+              "effect=\"only autovacuum removes dead index entries; claims slow down on long "
+              "runs\"");
+          return;
+        }
+        permission_checked = true;
+      }
+      const std::int64_t dead = vacuum.dead_row_versions();
+      if (dead - left_by_last_vacuum >= config_.retention.vacuum_dead_rows) {
+        const auto start = std::chrono::steady_clock::now();
+        vacuum.run();
+        left_by_last_vacuum = vacuum.dead_row_versions();
+        vacuums.increment(1);
+        spdlog::info("event=table_vacuumed dead_before={} dead_after={} duration_ms={}", dead,
+                     left_by_last_vacuum,
+                     std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::steady_clock::now() - start)
+                         .count());
+      }
+    } catch (const std::exception& error) {
+      spdlog::warn("event=vacuum_failed error=\"{}\"", error.what());
+    }
+    std::unique_lock lock(mutex);
+    wake.wait_for(lock, stop, kCheckInterval, [] { return false; });
+  }
+}
+
+}  // namespace outbox
