@@ -30,7 +30,7 @@ double seconds_since(Clock::time_point start);
 void require_kafka(const Options& options);
 
 /// A fresh migrated database, dropped by the destructor. Loading goes through plain INSERT ...
-/// SELECT, then VACUUM ANALYZE, so every benchmark starts from the same state.
+/// SELECT, then VACUUM ANALYZE and CHECKPOINT, so every benchmark starts from the same state.
 class BenchDatabase {
  public:
   BenchDatabase(const Options& options, bool notify = true);
