@@ -40,15 +40,18 @@ class WakeupReceiver final : public pqxx::notification_receiver {
 std::string claim_sql(const RoutingConfig& routing, DeadKeyPolicy dead_key_policy) {
   // The lane filter hashes the key the same way for every instance; keyless rows all share the
   // lane of '' so they keep their id order. The partial index keeps the scan to pending rows.
-  // The in-flight ids are skipped with a hashed "= ANY" (PostgreSQL 14+) only when the array is
-  // a constant, that is in a custom plan: the claimer's session sets plan_cache_mode so.
+  // The in-flight ids are skipped through a hashed subplan, built once per claim. "<> ALL($3)"
+  // is hashed only when the array is a constant, in a custom plan; in the generic plan that
+  // PostgreSQL picks for the prepared claim (by the table's size) it compared each row with each
+  // of up to 4,000 ids: 42 ms instead of 2 ms per claim, and a drain rate that changed
+  // threefold between backlogs of 200,000 and 300,000 rows.
   std::string sql = "SELECT m.id, m.\"" + routing.topic_column +  // validated as [a-z_][a-z0-9_]*
                     "\"::text, m.message_key, m.payload, m.headers::text,"
                     " (extract(epoch FROM m.created_at) * 1000)::bigint"
                     " FROM outbox.messages m"
                     " WHERE m.state = 'pending'"
                     "   AND (hashtext(coalesce(m.message_key, '')) & $1) = ANY($2::int[])"
-                    "   AND NOT (m.id = ANY($3::bigint[]))";
+                    "   AND m.id NOT IN (SELECT unnest($3::bigint[]))";
   if (dead_key_policy == DeadKeyPolicy::block) {
     sql +=
         "   AND (m.message_key IS NULL OR NOT EXISTS ("
@@ -173,11 +176,6 @@ void OutboxStore::ensure_connected() {
     if (role_ == SessionRole::claimer) {
       session->connection.prepare("claim", claim_sql(routing_, relay_.dead_key_policy));
       pqxx::nontransaction join{session->connection};
-      // A generic plan of the claim cannot hash the in-flight ids (a parameter, not a constant)
-      // and compares each row with each of them: 40 ms instead of 1 ms per claim with 4,000 in
-      // flight. PostgreSQL picks the generic plan by the table's size, so without this the
-      // drain rate changed threefold between a backlog of 200,000 rows and one of 300,000.
-      join.exec("SET plan_cache_mode = force_custom_plan");
       join.exec_params("SELECT pg_advisory_lock_shared($1, 0)", kMemberLockClass);
       join.commit();
       if (relay_.notify) session->wakeups = std::make_unique<WakeupReceiver>(session->connection);
