@@ -2,9 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include <condition_variable>
-#include <mutex>
-
+#include "relay/core/periodic.hpp"
 #include "relay/store/lag_reader.hpp"
 #include "relay/store/store.hpp"
 
@@ -50,9 +48,7 @@ void LagMonitor::run(std::stop_token stop) {
   LagReader reader(config_.postgres, config_.routing);
   Gauge& refresh_failures_seen = telemetry_.metrics.gauge(
       "outbox_lag_refresh_ok", "1 when the last read of the lag gauges from PostgreSQL worked.");
-  std::mutex mutex;
-  std::condition_variable_any wake;
-  while (!stop.stop_requested()) {
+  run_every(config_.metrics.refresh_interval, stop, [&] {
     try {
       publish(reader.read(), telemetry_.metrics);
       refresh_failures_seen.set(1);
@@ -60,9 +56,8 @@ void LagMonitor::run(std::stop_token stop) {
       refresh_failures_seen.set(0);
       spdlog::warn("event=lag_refresh_failed error=\"{}\"", error.what());
     }
-    std::unique_lock lock(mutex);
-    wake.wait_for(lock, stop, config_.metrics.refresh_interval, [] { return false; });
-  }
+    return true;
+  });
 }
 
 }  // namespace outbox

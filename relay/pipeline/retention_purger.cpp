@@ -2,9 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include <condition_variable>
-#include <mutex>
-
+#include "relay/core/periodic.hpp"
 #include "relay/store/operations.hpp"
 
 namespace outbox {
@@ -15,9 +13,7 @@ RetentionPurger::RetentionPurger(const Config& config, Telemetry& telemetry)
 void RetentionPurger::run(std::stop_token stop) {
   Counter& purged = telemetry_.metrics.counter("outbox_purged_rows_total",
                                                "Finished rows deleted by the retention purge.");
-  std::mutex mutex;
-  std::condition_variable_any wake;
-  while (!stop.stop_requested()) {
+  run_every(config_.retention.interval, stop, [&] {
     try {
       const std::int64_t deleted = purge_finished_rows(
           config_.postgres, config_.retention.keep_finished, config_.retention.batch_size,
@@ -27,9 +23,8 @@ void RetentionPurger::run(std::stop_token stop) {
     } catch (const std::exception& error) {
       spdlog::warn("event=retention_purge_failed error=\"{}\"", error.what());
     }
-    std::unique_lock lock(mutex);
-    wake.wait_for(lock, stop, config_.retention.interval, [] { return false; });
-  }
+    return true;
+  });
 }
 
 }  // namespace outbox

@@ -3,9 +3,8 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
-#include <condition_variable>
-#include <mutex>
 
+#include "relay/core/periodic.hpp"
 #include "relay/store/table_vacuum.hpp"
 
 namespace outbox {
@@ -21,13 +20,11 @@ void TableVacuumer::run(std::stop_token stop) {
   Counter& vacuums = telemetry_.metrics.counter("outbox_table_vacuums_total",
                                                 "VACUUMs of the outbox table run by this relay.");
   OutboxVacuum vacuum(config_.postgres);
-  std::mutex mutex;
-  std::condition_variable_any wake;
   bool permission_checked = false;
   // Dead versions a VACUUM could not remove (an old snapshot still sees them) stay counted; the
   // threshold applies to what came after, so such a table is not vacuumed every second.
   std::int64_t left_by_last_vacuum = 0;
-  while (!stop.stop_requested()) {
+  run_every(kCheckInterval, stop, [&] {
     try {
       if (!permission_checked) {
         if (!vacuum.allowed()) {
@@ -35,7 +32,7 @@ void TableVacuumer::run(std::stop_token stop) {
               "event=vacuum_disabled reason=\"the relay's role does not own outbox.messages\" "
               "effect=\"only autovacuum removes dead index entries; claims slow down on long "
               "runs\"");
-          return;
+          return false;
         }
         permission_checked = true;
       }
@@ -54,9 +51,8 @@ void TableVacuumer::run(std::stop_token stop) {
     } catch (const std::exception& error) {
       spdlog::warn("event=vacuum_failed error=\"{}\"", error.what());
     }
-    std::unique_lock lock(mutex);
-    wake.wait_for(lock, stop, kCheckInterval, [] { return false; });
-  }
+    return true;
+  });
 }
 
 }  // namespace outbox
