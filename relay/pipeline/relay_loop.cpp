@@ -102,6 +102,10 @@ struct InFlightBatch {
   bool submitted = false;  ///< complete, and queued at the recorder
 };
 
+PublishedRows published_rows_of(const Config& config) {
+  return config.retention.delete_on_publish ? PublishedRows::delete_at_once : PublishedRows::keep;
+}
+
 /// One run of the loop; RelayLoop::run owns it. Split out so the loop's state has a home.
 class LoopState {
  public:
@@ -111,13 +115,9 @@ class LoopState {
         readiness_(telemetry.readiness),
         metrics_(telemetry.metrics),
         stop_(std::move(stop)),
-        store_(config.postgres, config.routing, config.relay,
-               config.retention.delete_on_publish ? PublishedRows::delete_at_once
-                                                  : PublishedRows::keep),
+        store_(config.postgres, config.routing, config.relay, published_rows_of(config)),
         publisher_(make_publisher()),
-        recorder_(config.postgres, config.relay,
-                  config.retention.delete_on_publish ? PublishedRows::delete_at_once
-                                                     : PublishedRows::keep),
+        recorder_(config.postgres, config.relay, published_rows_of(config)),
         store_backoff_(config.relay.backoff_initial, config.relay.backoff_max),
         kafka_backoff_(config.relay.backoff_initial, config.relay.backoff_max) {}
 
