@@ -288,9 +288,7 @@ class Writer {
       connection_ = connect(options_.database_url, counts_);
       return;
     }
-    const Outcome outcome =
-        chance(options_.rollback_percent) ? Outcome::rolled_back : Outcome::committed;
-    decisions_.decide(id, outcome);
+    const Outcome outcome = decide(id);
     try {
       pqxx::work tx{*connection_};
       tx.exec_params(outcome == Outcome::committed ? "SELECT outbox.commit($1, $2)"
@@ -304,11 +302,16 @@ class Writer {
     settle(id, key, sequence, outcome);
   }
 
-  void decide_without_telling(const std::string& id, const std::string& key, int sequence) {
+  /// The business outcome of a half message, where the status-check endpoint will find it.
+  Outcome decide(const std::string& id) {
     const Outcome outcome =
         chance(options_.rollback_percent) ? Outcome::rolled_back : Outcome::committed;
     decisions_.decide(id, outcome);
-    settle(id, key, sequence, outcome);
+    return outcome;
+  }
+
+  void decide_without_telling(const std::string& id, const std::string& key, int sequence) {
+    settle(id, key, sequence, decide(id));
   }
 
   /// A row the relay must park dead with its reason. Each has a key of its own, so its dead row
