@@ -285,7 +285,7 @@ class Parser {
     config.source_file = source_;
     if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
     if (!root.IsMap()) throw ConfigError(source_, line_of(root), "", "the document must be a map");
-    reject_duplicate_keys(root, "");
+    reject_bad_keys(root, "");
 
     std::vector<bool> seen(properties().size(), false);
     for (const auto& section : root) {
@@ -325,17 +325,22 @@ class Parser {
   }
 
  private:
-  /// yaml-cpp keeps every copy of a repeated key and the parser would apply the last; a repeated
-  /// key is nearly always an edit gone wrong, so it is refused, naming both lines.
-  void reject_duplicate_keys(const YAML::Node& node, const std::string& path) {
+  /// Every key must be a plain name: YAML also allows a map, a list or nothing as a key (`? `),
+  /// which no setting has. yaml-cpp keeps every copy of a repeated key and the parser would apply
+  /// the last; a repeated key is nearly always an edit gone wrong, so it is refused, naming both
+  /// lines. Checked over the whole document first, so the rest of the parser reads keys as text.
+  void reject_bad_keys(const YAML::Node& node, const std::string& path) {
     if (node.IsSequence()) {
-      for (const auto& item : node) reject_duplicate_keys(item, path);
+      for (const auto& item : node) reject_bad_keys(item, path);
       return;
     }
     if (!node.IsMap()) return;
     std::map<std::string, int> first_lines;
     for (const auto& entry : node) {
-      if (!entry.first.IsScalar()) continue;
+      if (!entry.first.IsScalar()) {
+        throw ConfigError(source_, line_of(entry.first), path,
+                          "every key must be a plain name, not a map, a list or empty");
+      }
       const std::string key =
           path.empty() ? entry.first.Scalar() : path + "." + entry.first.Scalar();
       const auto [first, inserted] =
@@ -344,7 +349,7 @@ class Parser {
         throw ConfigError(source_, line_of(entry.first), key,
                           "given twice (first on line " + std::to_string(first->second) + ")");
       }
-      reject_duplicate_keys(entry.second, key);
+      reject_bad_keys(entry.second, key);
     }
   }
 
