@@ -47,6 +47,16 @@ void drop_database(const std::string& server, const std::string& name) {
 
 }  // namespace
 
+struct BenchDatabase::Probe {
+  explicit Probe(const std::string& url) : connection(url) {}
+  pqxx::connection connection;
+};
+
+BenchDatabase::Probe& BenchDatabase::probe() const {
+  if (!probe_) probe_ = std::make_unique<Probe>(url());
+  return *probe_;
+}
+
 BenchDatabase::BenchDatabase(const Options& options, bool notify)
     : options_(options), name_("relay_bench_" + std::to_string(getpid())), server_(options.server) {
   drop_database(server_, name_);
@@ -61,6 +71,7 @@ BenchDatabase::BenchDatabase(const Options& options, bool notify)
 }
 
 BenchDatabase::~BenchDatabase() {
+  probe_.reset();
   try {
     drop_database(server_, name_);
   } catch (const std::exception& error) {
@@ -99,9 +110,19 @@ void BenchDatabase::load(const std::string& topic, long count, const std::string
 }
 
 long BenchDatabase::count_where(const std::string& condition) const {
-  pqxx::connection connection{url()};
-  pqxx::nontransaction tx{connection};
+  pqxx::nontransaction tx{probe().connection};
   return tx.exec1("SELECT count(*) FROM outbox.messages WHERE " + condition)[0].as<long>();
+}
+
+std::optional<long> BenchDatabase::lowest_id_where(const std::string& condition) const {
+  pqxx::nontransaction tx{probe().connection};
+  const pqxx::field lowest = tx.exec1("SELECT min(id) FROM outbox.messages WHERE " + condition)[0];
+  return lowest.is_null() ? std::nullopt : std::optional<long>(lowest.as<long>());
+}
+
+long BenchDatabase::highest_id() const {
+  pqxx::nontransaction tx{probe().connection};
+  return tx.exec1("SELECT coalesce(max(id), 0) FROM outbox.messages")[0].as<long>();
 }
 
 ProcessUsage usage_of(pid_t pid) {

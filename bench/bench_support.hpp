@@ -5,6 +5,8 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,11 +45,19 @@ class BenchDatabase {
   /// size and keys; unknown rows get producer group "bench" and are due for a check at once.
   void load(const std::string& topic, long count, const std::string& state);
   long count_where(const std::string& condition) const;
+  /// The lowest id among rows matching `condition`, if any: one index probe where count_where
+  /// scans every matching row (a cost that grows with the backlog being measured).
+  std::optional<long> lowest_id_where(const std::string& condition) const;
+  long highest_id() const;
 
  private:
+  struct Probe;  // one connection for the questions above, opened on first use
+  Probe& probe() const;
+
   const Options& options_;
   std::string name_;
   std::string server_;
+  mutable std::unique_ptr<Probe> probe_;
 };
 
 /// utime + stime in seconds and peak RSS in kB of a live process, from /proc.
