@@ -2,11 +2,15 @@
 // array literals the store sends to PostgreSQL.
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <fstream>
 #include <sstream>
+#include <thread>
+#include <vector>
 
 #include "relay/config/config.hpp"
 #include "relay/core/backoff.hpp"
+#include "relay/core/periodic.hpp"
 #include "relay/core/routing.hpp"
 #include "relay/core/row_state.hpp"
 #include "relay/store/store.hpp"
@@ -100,6 +104,40 @@ TEST_CASE("backoff survives an outage of any length without overflowing") {
   for (int i = 0; i < 10'000; ++i) delay = backoff.next_delay();
   CHECK(delay >= 15'000ms);
   CHECK(delay <= 30'000ms);
+}
+
+TEST_CASE("a paced task that takes long waits long enough to keep to its share of the time") {
+  using namespace std::chrono;
+  using namespace std::chrono_literals;
+  // Each call takes 40 ms; with a 25% share the wait after it must be at least 120 ms, although
+  // the interval asks for 1 ms. Sleeps only ever run long, so the lower bound cannot flake.
+  std::vector<steady_clock::time_point> starts, ends;
+  std::stop_source never;
+  outbox::run_paced(1ms, 0.25, never.get_token(), [&] {
+    starts.push_back(steady_clock::now());
+    std::this_thread::sleep_for(40ms);
+    ends.push_back(steady_clock::now());
+    return starts.size() < 3;
+  });
+  REQUIRE(starts.size() == 3);
+  for (std::size_t i = 1; i < starts.size(); ++i) {
+    const auto took = ends[i - 1] - starts[i - 1];
+    CHECK(starts[i] - ends[i - 1] >= took * 3 - 1ms);
+  }
+}
+
+TEST_CASE("a task run every interval waits the interval after each call, not the call's time") {
+  using namespace std::chrono;
+  using namespace std::chrono_literals;
+  std::vector<steady_clock::time_point> starts;
+  std::stop_source never;
+  outbox::run_every(30ms, never.get_token(), [&] {
+    starts.push_back(steady_clock::now());
+    return starts.size() < 3;
+  });
+  REQUIRE(starts.size() == 3);
+  CHECK(starts[1] - starts[0] >= 30ms);
+  CHECK(starts[2] - starts[1] >= 30ms);
 }
 
 TEST_CASE("array literals for PostgreSQL quote and escape every element") {
