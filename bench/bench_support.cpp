@@ -120,6 +120,19 @@ std::optional<long> BenchDatabase::lowest_id_where(const std::string& condition)
   return lowest.is_null() ? std::nullopt : std::optional<long>(lowest.as<long>());
 }
 
+std::optional<double> BenchDatabase::seconds_between_published(const std::string& condition,
+                                                               double from, double to) const {
+  pqxx::nontransaction tx{probe().connection};
+  const pqxx::field seconds = tx.exec_params1(
+      "SELECT extract(epoch FROM"
+      "         percentile_disc($2::float8) WITHIN GROUP (ORDER BY published_at)"
+      "       - percentile_disc($1::float8) WITHIN GROUP (ORDER BY published_at))::float8"
+      "  FROM outbox.messages WHERE state = 'published' AND " +
+          condition,
+      from, to)[0];
+  return seconds.is_null() ? std::nullopt : std::optional<double>(seconds.as<double>());
+}
+
 long BenchDatabase::highest_id() const {
   pqxx::nontransaction tx{probe().connection};
   return tx.exec1("SELECT coalesce(max(id), 0) FROM outbox.messages")[0].as<long>();

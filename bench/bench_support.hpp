@@ -49,6 +49,10 @@ class BenchDatabase {
   /// scans every matching row (a cost that grows with the backlog being measured).
   std::optional<long> lowest_id_where(const std::string& condition) const;
   long highest_id() const;
+  /// Seconds between the `from` and `to` quantiles of published_at over published rows matching
+  /// `condition`; none when no row matches.
+  std::optional<double> seconds_between_published(const std::string& condition, double from,
+                                                  double to) const;
 
  private:
   struct Probe;  // one connection for the questions above, opened on first use

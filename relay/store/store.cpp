@@ -156,7 +156,14 @@ OutboxStore::OutboxStore(const PostgresConfig& postgres, const RoutingConfig& ro
                "lanes is a power of two (validated by config)");
 }
 
-OutboxStore::~OutboxStore() { disconnect(); }
+OutboxStore::~OutboxStore() {
+  // A clean stop: the lanes are released with the session, for other instances to take.
+  if (session_ && !session_->owned_lanes.empty()) {
+    store_log()->info("event=lanes_released lanes={}", session_->owned_lanes.size());
+    session_->owned_lanes.clear();
+  }
+  disconnect();
+}
 
 bool OutboxStore::connected() const { return session_ && session_->connection.is_open(); }
 
