@@ -88,11 +88,16 @@ void BenchDatabase::load(const std::string& topic, long count, const std::string
     const long chunk = std::min(kChunk, count - loaded);
     pqxx::work tx{connection};
     // Unknown rows are due at once: the check-back benchmark times the sweeper, not its delay.
+    // Published rows are history kept for audit, a day old: stamped with the load's time they
+    // would all count as "published in the last minute", a query meant to touch only that.
     tx.exec_params(
-        "INSERT INTO outbox.messages (topic, message_key, payload, state, published_at,"
-        "                             producer_group, transaction_id, next_attempt_at)"
+        "INSERT INTO outbox.messages (topic, message_key, payload, state, created_at,"
+        "                             published_at, producer_group, transaction_id,"
+        "                             next_attempt_at)"
         " SELECT $1, 'key-' || (n % $2), convert_to(repeat('x', $3), 'UTF8'), $6::outbox.row_state,"
-        "        CASE WHEN $6 = 'published' THEN now() END,"
+        "        CASE WHEN $6 = 'published' THEN now() - interval '1 day'"
+        "             ELSE clock_timestamp() END,"
+        "        CASE WHEN $6 = 'published' THEN now() - interval '1 day' END,"
         "        CASE WHEN $6 = 'unknown' THEN 'bench' END,"
         "        CASE WHEN $6 = 'unknown' THEN 'tx-' || n END,"
         "        CASE WHEN $6 = 'unknown' THEN now() - interval '1 hour' END"
