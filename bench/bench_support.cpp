@@ -109,9 +109,16 @@ void BenchDatabase::load(const std::string& topic, long count, const std::string
   }
   pqxx::nontransaction vacuum{connection};
   vacuum.exec("VACUUM ANALYZE outbox.messages");
-  // Loading 10,000,000 rows leaves gigabytes of dirty pages: without a checkpoint here the timed
-  // run that follows would share the disk and a core with the checkpointer flushing them.
-  vacuum.exec("CHECKPOINT");
+  settle();
+}
+
+void BenchDatabase::settle() const {
+  // Loading 10,000,000 rows, or the drain before this benchmark, leaves gigabytes of dirty pages:
+  // without flushing them here the timed run that follows shares the disk and a core with the
+  // checkpointer and the kernel writing them back, and every commit's WAL flush waits behind them.
+  pqxx::nontransaction tx{probe().connection};
+  tx.exec("CHECKPOINT");
+  ::sync();
 }
 
 long BenchDatabase::count_where(const std::string& condition) const {

@@ -44,6 +44,8 @@ class BenchDatabase {
   /// Adds `count` rows in `state` ('pending', 'published', 'unknown') with the options' payload
   /// size and keys; unknown rows get producer group "bench" and are due for a check at once.
   void load(const std::string& topic, long count, const std::string& state);
+  /// CHECKPOINT, then the kernel's writeback: the disk is quiet when the timed part starts.
+  void settle() const;
   long count_where(const std::string& condition) const;
   /// The lowest id among rows matching `condition`, if any: one index probe where count_where
   /// scans every matching row (a cost that grows with the backlog being measured).

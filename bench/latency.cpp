@@ -117,6 +117,7 @@ std::string milliseconds_figures(const std::string& name, const Percentiles& sam
 int latency(const Options& options, const LatencyOptions& latency) {
   const std::string topic = "bench.latency." + std::to_string(getpid());
   BenchDatabase database(options, latency.notify);
+  database.settle();
   RelaySettings settings;
   settings.relay_lines = latency.notify ? "  notify: true\n" : "";  // default: adaptive polling
   BenchRelay relay(options, database.url(), settings);
