@@ -3,11 +3,17 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "relay/config/config.hpp"
 #include "relay/core/lag.hpp"
 
 namespace outbox {
+
+/// Per topic, rows that finished (published, rolled back, discarded) in the last minute, and how
+/// many of them were published. Bounded by the finished-rows index, so the history kept for audit
+/// is never read; a function of its own so a test can check exactly that.
+std::string finished_last_minute_sql(const RoutingConfig& routing);
 
 /// One PostgreSQL session. Not thread-safe. Throws StoreUnavailable (store.hpp); reconnects on the
 /// next call.
