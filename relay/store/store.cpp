@@ -157,12 +157,12 @@ OutboxStore::OutboxStore(const PostgresConfig& postgres, const RoutingConfig& ro
 }
 
 OutboxStore::~OutboxStore() {
-  // A clean stop: the lanes are released with the session, for other instances to take.
+  // A clean stop, not disconnect()'s lost session: the lanes go with the session, for other
+  // instances to take.
   if (session_ && !session_->owned_lanes.empty()) {
     store_log()->info("event=lanes_released lanes={}", session_->owned_lanes.size());
-    session_->owned_lanes.clear();
   }
-  disconnect();
+  session_.reset();
 }
 
 bool OutboxStore::connected() const { return session_ && session_->connection.is_open(); }
