@@ -150,6 +150,13 @@ long BenchDatabase::highest_id() const {
   return tx.exec1("SELECT coalesce(max(id), 0) FROM outbox.messages")[0].as<long>();
 }
 
+double BenchDatabase::vacuum_seconds() const {
+  pqxx::nontransaction tx{probe().connection};
+  const auto start = Clock::now();
+  tx.exec("VACUUM outbox.messages");
+  return seconds_since(start);
+}
+
 ProcessUsage usage_of(pid_t pid) {
   ProcessUsage usage;
   std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");

@@ -55,6 +55,9 @@ class BenchDatabase {
   /// `condition`; none when no row matches.
   std::optional<double> seconds_between_published(const std::string& condition, double from,
                                                   double to) const;
+  /// Runs a VACUUM of the outbox table and returns how long it took: the cleaning a drain left
+  /// behind for later (a drain shorter than the relay's VACUUM threshold leaves all of it).
+  double vacuum_seconds() const;
 
  private:
   struct Probe;  // one connection for the questions above, opened on first use

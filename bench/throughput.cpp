@@ -76,6 +76,7 @@ int drain(const Options& options) {
   const double seconds = seconds_since(start);
   usage = relay.usage();
   relay.stop();
+  const double vacuum_after_seconds = database.vacuum_seconds();
   std::cout << "drain rows=" << options.rows << " history=" << options.history
             << " delete_on_publish=" << (options.delete_on_publish ? "on" : "off")
             << " payload_bytes=" << options.payload_bytes << " keys=" << options.keys
@@ -83,7 +84,8 @@ int drain(const Options& options) {
             << " messages_per_second=" << options.rows / seconds
             << " steady_messages_per_second=" << steady_rate
             << " cpu_seconds_per_million=" << usage.cpu_seconds * 1e6 / options.rows
-            << " peak_rss_mb=" << usage.peak_rss_kb / 1024.0 << "\n";
+            << " peak_rss_mb=" << usage.peak_rss_kb / 1024.0
+            << " vacuum_after_seconds=" << vacuum_after_seconds << "\n";
   return 0;
 }
 
