@@ -107,7 +107,10 @@ int sql_ceiling(const Options& options) {
   const auto start = Clock::now();
   long done = 0;
   for (;;) {
-    ClaimedBatch batch = store.claim_batch({}, options.batch_size);
+    ClaimedBatch batch =
+        store.claim_batch({}, {},
+                          ClaimLimits{options.batch_size, config.relay.batch_max_bytes,
+                                      producer_message_max_bytes(config.kafka)});
     if (batch.rows.empty()) break;
     std::vector<DeliveryReport> reports;
     reports.reserve(batch.rows.size());

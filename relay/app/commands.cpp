@@ -3,14 +3,17 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <condition_variable>
 #include <cstdlib>
 #include <iostream>
+#include <mutex>
 #include <thread>
 
 #include "relay/app/operator_commands.hpp"
 #include "relay/app/signals.hpp"
 #include "relay/checkback/sweeper.hpp"
 #include "relay/config/config.hpp"
+#include "relay/core/text.hpp"
 #include "relay/observe/logging.hpp"
 #include "relay/observe/metrics_server.hpp"
 #include "relay/pipeline/lag_monitor.hpp"
@@ -28,6 +31,32 @@ constexpr const char* kExitCodesHelp =
     "Exit codes: 0 success, 1 runtime failure, 3 a status threshold passed, 64 bad command line,\n"
     "78 invalid configuration.\n"
     "Documentation: README.md; every configuration key: config/relay.yaml.";
+
+/// A worker thread's body: nothing escapes it (an escaping exception would std::terminate the whole
+/// relay). A body that throws is logged and started again after a pause, until the relay stops.
+template <typename Body>
+auto guarded(const char* name, std::stop_token stop, Body body) {
+  return [name, stop, body = std::move(body)]() mutable {
+    std::mutex mutex;
+    std::condition_variable_any wake;
+    std::chrono::milliseconds pause{1000};
+    while (!stop.stop_requested()) {
+      try {
+        body(stop);
+        return;
+      } catch (const std::exception& error) {
+        spdlog::error("event=worker_failed worker={} error=\"{}\" retry_in_ms={}", name,
+                      printable(error.what()), pause.count());
+      } catch (...) {
+        spdlog::error("event=worker_failed worker={} error=unknown retry_in_ms={}", name,
+                      pause.count());
+      }
+      std::unique_lock lock(mutex);
+      wake.wait_for(lock, stop, pause, [] { return false; });
+      pause = std::min(pause * 2, std::chrono::milliseconds(60000));
+    }
+  };
+}
 
 Config load_and_set_up(const std::string& config_path) {
   Config config = load_config_file(config_path);
@@ -56,17 +85,26 @@ int run_relay(const std::string& config_path) {
   std::stop_source stop;
   std::stop_callback on_signal(stop_on_signals.token(), [&] { stop.request_stop(); });
   std::jthread sweeper, lag_monitor, purger, vacuumer;
+  const std::stop_token token = stop.get_token();
   if (config.checkback.enabled) {
-    sweeper = std::jthread([&] { Sweeper(config, telemetry).run(stop.get_token()); });
+    sweeper = std::jthread(guarded("sweeper", token, [&](std::stop_token t) {
+      Sweeper(config, telemetry).run(std::move(t));
+    }));
   }
   if (config.metrics.enabled) {
-    lag_monitor = std::jthread([&] { LagMonitor(config, telemetry).run(stop.get_token()); });
+    lag_monitor = std::jthread(guarded("lag_monitor", token, [&](std::stop_token t) {
+      LagMonitor(config, telemetry).run(std::move(t));
+    }));
   }
   if (config.retention.enabled) {
-    purger = std::jthread([&] { RetentionPurger(config, telemetry).run(stop.get_token()); });
+    purger = std::jthread(guarded("retention_purger", token, [&](std::stop_token t) {
+      RetentionPurger(config, telemetry).run(std::move(t));
+    }));
   }
   if (config.retention.vacuum_dead_rows > 0) {
-    vacuumer = std::jthread([&] { TableVacuumer(config, telemetry).run(stop.get_token()); });
+    vacuumer = std::jthread(guarded("vacuumer", token, [&](std::stop_token t) {
+      TableVacuumer(config, telemetry).run(std::move(t));
+    }));
   }
   try {
     const char* failpoints = std::getenv("RELAY_FAILPOINTS");

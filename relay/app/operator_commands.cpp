@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "relay/app/commands.hpp"
+#include "relay/core/text.hpp"
 #include "relay/store/lag_reader.hpp"
 
 namespace outbox {
@@ -55,18 +56,21 @@ int print_status(const Config& config, bool json, const StatusThresholds& thresh
                                {"oldest_pending_age_seconds", topic.oldest_pending_age_seconds},
                                {"unknown_rows", topic.unknown_rows},
                                {"dead_rows", topic.dead_rows},
-                               {"published_last_minute", topic.published_last_minute}});
+                               {"published_last_minute", topic.published_last_minute},
+                               {"oldest_pending_error", topic.oldest_pending_error}});
     }
     std::cout << out.dump(2) << '\n';
   } else {
-    std::printf("%-32s %10s %18s %8s %8s %16s\n", "TOPIC", "BACKLOG", "OLDEST_PENDING_S", "UNKNOWN",
-                "DEAD", "PUBLISHED_1MIN");
+    std::printf("%-32s %10s %18s %8s %8s %16s  %s\n", "TOPIC", "BACKLOG", "OLDEST_PENDING_S",
+                "UNKNOWN", "DEAD", "PUBLISHED_1MIN", "WAITING_BECAUSE");
     for (const TopicLag& topic : lag.topics) {
-      std::printf("%-32s %10lld %18.1f %8lld %8lld %16lld\n", topic.topic.c_str(),
-                  static_cast<long long>(topic.backlog_rows), topic.oldest_pending_age_seconds,
-                  static_cast<long long>(topic.unknown_rows),
+      // Topics and errors are a writer's bytes: escaped and cut before they reach a terminal.
+      std::printf("%-32s %10lld %18.1f %8lld %8lld %16lld  %s\n",
+                  printable(topic.topic, 128).c_str(), static_cast<long long>(topic.backlog_rows),
+                  topic.oldest_pending_age_seconds, static_cast<long long>(topic.unknown_rows),
                   static_cast<long long>(topic.dead_rows),
-                  static_cast<long long>(topic.published_last_minute));
+                  static_cast<long long>(topic.published_last_minute),
+                  printable(topic.oldest_pending_error, 200).c_str());
     }
     std::printf(
         "total: backlog %lld, oldest pending %.1f s, unknown %lld, dead %lld; "
@@ -96,8 +100,9 @@ int list_dead(const Config& config, const DeadRowFilter& filter, int limit, bool
   }
   std::printf("%-12s %-24s %-20s %-19s %s\n", "ID", "TOPIC", "KEY", "CREATED_AT", "REASON");
   for (const DeadRow& row : rows) {
-    std::printf("%-12lld %-24s %-20s %-19s %s\n", static_cast<long long>(row.id), row.topic.c_str(),
-                row.key.value_or("").c_str(), row.created_at.c_str(), row.reason.c_str());
+    std::printf("%-12lld %-24s %-20s %-19s %s\n", static_cast<long long>(row.id),
+                printable(row.topic, 128).c_str(), printable(row.key.value_or(""), 128).c_str(),
+                row.created_at.c_str(), printable(row.reason, 1000).c_str());
   }
   std::fprintf(stderr, "%zu dead row(s) shown (--limit %d)\n", rows.size(), limit);
   return kExitOk;

@@ -11,6 +11,7 @@
 
 #include "relay/checkback/http_checker.hpp"
 #include "relay/core/backoff.hpp"
+#include "relay/core/text.hpp"
 #include "relay/store/half_message_store.hpp"
 #include "relay/store/store.hpp"
 
@@ -23,6 +24,8 @@ using std::chrono::milliseconds;
 
 constexpr milliseconds kPollSlice{50};
 constexpr std::size_t kRecordBatch = 100;
+// Groups come from writers: warn once each, for a bounded number of them.
+constexpr std::size_t kMaxWarnedGroups = 1000;
 
 std::shared_ptr<spdlog::logger> checkback_log() {
   auto logger = spdlog::get("checkback");
@@ -103,11 +106,12 @@ class SweepState {
     for (const HalfMessage& message : due) {
       const auto endpoint = config_.endpoints.find(message.producer_group);
       if (endpoint == config_.endpoints.end()) {
-        if (warned_groups_.insert(message.producer_group).second) {
+        if (warned_groups_.size() < kMaxWarnedGroups &&
+            warned_groups_.insert(message.producer_group).second) {
           checkback_log()->warn(
               "event=no_endpoint producer_group=\"{}\" effect=rows stay unknown until "
               "checkback.endpoints has this group or the writer decides",
-              message.producer_group);
+              printable(message.producer_group, 256));
         }
         record(message,
                {CheckVerdict::unknown, CheckFailure::no_endpoint,
@@ -196,13 +200,25 @@ class SweepState {
         .increment();
     if (first_failure_.empty()) {
       first_failure_ = "id=" + std::to_string(message.id.value) + " group=\"" +
-                       message.producer_group + "\" reason=\"" + answer.description + "\"";
+                       printable(message.producer_group, 256) + "\" reason=\"" +
+                       printable(answer.description, 512) + "\"";
     }
   }
 
   void flush() {
     if (records_.empty()) return;
-    store_.record(records_, config_.max_checks);
+    for (const RowProblem& problem : store_.record(records_, config_.max_checks)) {
+      checkback_log()->error("event={} id={} reason=\"{}\"",
+                             problem.quarantined ? "half_message_quarantined" : "row_parked_dead",
+                             problem.id.value, printable(problem.reason));
+      metrics_
+          .counter("outbox_rows_isolated_total",
+                   "Rows a statement could not read or record, taken out of the way: parked dead "
+                   "with the reason, or quarantined (excluded until restart) when even parking "
+                   "failed.",
+                   {{"action", problem.quarantined ? "quarantined" : "parked"}})
+          .increment();
+    }
     // One line per recorded batch, not per check: a failing endpoint must not flood the log.
     std::string outcomes;
     for (const auto& [outcome, count] : batch_outcomes_) {

@@ -67,6 +67,11 @@ const std::vector<Property>& properties() {
       {"relay.batch_size", ValueKind::integer, "1000", "1..100000",
        "Rows claimed, produced and recorded together.", 1, 100000,
        [](Config& c, const std::string& v) { c.relay.batch_size = static_cast<int>(to_int(v)); }},
+      {"relay.batch_max_bytes", ValueKind::integer, "4194304", "1024..1073741824",
+       "Payload and key bytes one claim reads at most (the first row always comes); with "
+       "max_in_flight_batches it bounds the relay's memory for rows.",
+       1024, 1073741824,
+       [](Config& c, const std::string& v) { c.relay.batch_max_bytes = to_int(v); }},
       {"relay.max_in_flight_batches", ValueKind::integer, "4", "1..64",
        "Batches between claim and record at once; bounds memory and duplicates after a crash.", 1,
        64,
@@ -107,6 +112,13 @@ const std::vector<Property>& properties() {
        "Whether later rows of a key wait behind its dead row (block) or go past it (skip).", 0, 0,
        [](Config& c, const std::string& v) {
          c.relay.dead_key_policy = v == "skip" ? DeadKeyPolicy::skip : DeadKeyPolicy::block;
+       }},
+      {"relay.topic_stall_timeout_ms", ValueKind::integer, "5000", "100..3600000",
+       "Rows Kafka has not acknowledged after this long hold back their topic only (no leader, "
+       "too few in-sync replicas, a broker away); other topics flow past them.",
+       100, 3600000,
+       [](Config& c, const std::string& v) {
+         c.relay.topic_stall_timeout = milliseconds(to_int(v));
        }},
       {"routing.topic_column", ValueKind::string, "topic", "a SQL identifier",
        "The outbox column whose value routes the row (e.g. aggregate_type, Debezium style).", 0, 0,
@@ -565,6 +577,17 @@ Config load_config_file(const std::string& path, EnvLookup env) {
   std::stringstream text;
   text << file.rdbuf();
   return load_config_text(text.str(), path, env);
+}
+
+std::int64_t producer_message_max_bytes(const KafkaConfig& kafka) {
+  constexpr std::int64_t kLibrdkafkaDefault = 1000000;
+  const auto found = kafka.properties.find("message.max.bytes");
+  if (found == kafka.properties.end()) return kLibrdkafkaDefault;
+  try {
+    return std::stoll(found->second);
+  } catch (const std::exception&) {
+    return kLibrdkafkaDefault;  // librdkafka refuses the value itself when the producer is made
+  }
 }
 
 std::string redact_postgres_url(const std::string& url) {

@@ -39,6 +39,7 @@ struct KafkaConfig {
 
 struct RelayConfig {
   std::int32_t batch_size = 1000;
+  std::int64_t batch_max_bytes = 4 << 20;  ///< payload and key bytes one claim may read
   std::int32_t max_in_flight_batches = 4;
   std::chrono::milliseconds poll_interval{1000};   ///< longest wait between two looks
   std::chrono::milliseconds poll_interval_min{5};  ///< wait after a look that found rows
@@ -49,6 +50,8 @@ struct RelayConfig {
   std::chrono::milliseconds backoff_max{30000};
   std::chrono::milliseconds shutdown_timeout{10000};
   DeadKeyPolicy dead_key_policy = DeadKeyPolicy::block;
+  /// A batch not acknowledged within this long leaves the in-order chain and holds its topics.
+  std::chrono::milliseconds topic_stall_timeout{5000};
 };
 
 struct RoutingConfig {
@@ -83,6 +86,7 @@ struct RetentionConfig {
   bool enabled = true;
   std::chrono::milliseconds keep_finished{std::chrono::hours(24 * 7)};
   std::int32_t batch_size = 1000;
+  std::int64_t batch_max_bytes = 4 << 20;  ///< payload and key bytes one claim may read
   std::chrono::milliseconds interval{60000};
   bool delete_on_publish = false;          ///< delete rows once delivered instead of marking them
   std::int64_t vacuum_dead_rows = 200000;  ///< VACUUM after this many dead versions; 0 = never
@@ -138,6 +142,10 @@ Config load_config_file(const std::string& path, EnvLookup env = lookup_process_
 /// Same, from text already in memory; `source_name` is used in error messages.
 Config load_config_text(const std::string& yaml_text, const std::string& source_name,
                         EnvLookup env = lookup_process_env);
+
+/// The producer's message.max.bytes (kafka.properties, librdkafka's default 1000000 when unset):
+/// a row larger than this can never be produced, so it is parked from its size without being read.
+std::int64_t producer_message_max_bytes(const KafkaConfig& kafka);
 
 /// The connection URL with any password replaced by "***", safe for logs and errors.
 std::string redact_postgres_url(const std::string& url);

@@ -15,6 +15,9 @@ struct TopicLag {
   std::int64_t unknown_rows = 0;
   std::int64_t dead_rows = 0;
   std::int64_t published_last_minute = 0;
+  /// Why the topic's rows wait: the last_error of its oldest pending row that has one (a refusal
+  /// by Kafka, a stall); empty when none has. Cut to a few hundred bytes.
+  std::string oldest_pending_error;
 };
 
 struct LagSnapshot {

@@ -16,12 +16,15 @@ using MessageHeaders = std::vector<std::pair<std::string, std::string>>;
 /// A pending row as claimed from the outbox table, with its destination already resolved.
 struct OutboxRow {
   OutboxId id;
-  std::string topic;                  ///< resolved destination; empty when routing failed
+  std::string topic;  ///< resolved destination; empty when routing failed
+  /// The routing column's value (what a topic hold excludes from claims); nullopt when null.
+  std::optional<std::string> route;
   std::optional<std::string> key;     ///< Kafka message key; nullopt for a keyless row
   std::string payload;                ///< raw bytes
   MessageHeaders headers;             ///< decoded from the row's jsonb object
   std::optional<std::string> defect;  ///< why this row cannot be published (parked as dead)
   std::int64_t created_at_ms = 0;     ///< created_at, milliseconds since the Unix epoch
+  std::int64_t size_bytes = 0;        ///< payload and key bytes, as PostgreSQL counted them
 };
 
 /// What became of one row after a produce attempt.

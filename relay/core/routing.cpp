@@ -3,11 +3,16 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
+#include "relay/core/text.hpp"
+
 namespace outbox {
 
 namespace {
 constexpr std::string_view kValuePlaceholder = "{value}";
 constexpr std::size_t kMaxTopicLength = 249;  // Kafka's Topic.MAX_NAME_LENGTH
+// How much of a writer's name a reason quotes: enough to find the row, not enough to flood a log
+// line, a status page or the row's own last_error.
+constexpr std::size_t kQuotedNameBytes = 100;
 }  // namespace
 
 std::string resolve_topic(std::string_view pattern, std::string_view value) {
@@ -32,7 +37,10 @@ std::optional<std::string> topic_name_defect(std::string_view topic) {
   for (char c : topic) {
     bool legal = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                  c == '.' || c == '_' || c == '-';
-    if (!legal) return "topic '" + std::string(topic) + "' has a character outside [a-zA-Z0-9._-]";
+    if (!legal) {
+      return "topic '" + printable(topic, kQuotedNameBytes) +
+             "' has a character outside [a-zA-Z0-9._-]";
+    }
   }
   return std::nullopt;
 }
@@ -45,12 +53,27 @@ MessageHeaders decode_headers(std::string_view json_object) {
   headers.reserve(parsed.size());
   for (auto& [name, value] : parsed.items()) {
     if (!value.is_string()) {
-      throw std::invalid_argument("header '" + name + "' must be a string, not " +
-                                  value.type_name());
+      throw std::invalid_argument("header '" + printable(name, kQuotedNameBytes) +
+                                  "' must be a string, not " + value.type_name());
     }
     headers.emplace_back(name, value.get<std::string>());
   }
   return headers;
+}
+
+}  // namespace outbox
+
+namespace outbox {
+
+std::optional<std::string> reserved_header_defect(const MessageHeaders& headers,
+                                                  std::string_view id_header) {
+  for (const auto& [name, value] : headers) {
+    if (name == id_header) {
+      return "header '" + std::string(id_header) +
+             "' is the relay's row-id header (routing.id_header); a writer may not set it";
+    }
+  }
+  return std::nullopt;
 }
 
 }  // namespace outbox

@@ -21,4 +21,10 @@ std::optional<std::string> topic_name_defect(std::string_view topic);
 /// naming the offending header when the text is not such an object.
 MessageHeaders decode_headers(std::string_view json_object);
 
+/// Why a row's own headers cannot be sent: one of them has the name of the header the relay adds
+/// (routing.id_header). Sending both would let a consumer's lastHeader() read the writer's forged
+/// id instead of the row's, so such a row is parked instead.
+std::optional<std::string> reserved_header_defect(const MessageHeaders& headers,
+                                                  std::string_view id_header);
+
 }  // namespace outbox

@@ -7,6 +7,8 @@
 #include <array>
 #include <cstdio>
 
+#include "relay/core/text.hpp"
+
 namespace outbox {
 
 namespace {
@@ -44,6 +46,25 @@ class JsonEscapedMessage final : public spdlog::custom_flag_formatter {
     return std::make_unique<JsonEscapedMessage>();
   }
 };
+
+/// %E: the message with control bytes escaped and its length capped (relay/core/text.hpp), so
+/// bytes a writer controls (a topic with a newline, a megabyte of key) can neither forge a line of
+/// the text log nor flood it. Messages quote such values already; this is the last line of defence.
+class PrintableMessage final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& message, const std::tm&,
+              spdlog::memory_buf_t& out) override {
+    const std::string text =
+        printable(std::string_view(message.payload.data(), message.payload.size()), kMaxBytes);
+    out.append(std::string_view(text));
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<PrintableMessage>();
+  }
+
+ private:
+  static constexpr std::size_t kMaxBytes = 16384;
+};
 }  // namespace
 
 void configure_logging(const LoggingConfig& logging) {
@@ -61,7 +82,9 @@ void configure_logging(const LoggingConfig& logging) {
           R"({"ts":"%Y-%m-%dT%H:%M:%S.%e%z","level":"%l","logger":"%n","msg":"%j"})");
       logger->set_formatter(std::move(formatter));
     } else {
-      logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l %n %v");
+      auto formatter = std::make_unique<spdlog::pattern_formatter>();
+      formatter->add_flag<PrintableMessage>('E').set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l %n %E");
+      logger->set_formatter(std::move(formatter));
     }
     spdlog::register_logger(logger);
   }

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "relay/core/assert.hpp"
+#include "relay/core/text.hpp"
 
 namespace outbox {
 
@@ -21,6 +22,22 @@ std::string escape_label_value(const std::string& value) {
     escaped.push_back(c);
   }
   return escaped;
+}
+
+// Label values often come from writers (a topic name): each is capped, and a family holds a
+// bounded number of series, so a million distinct or megabyte-long topics cannot make /metrics
+// grow without bound. Past the bound, new label sets share one series whose values read "_other".
+constexpr std::size_t kMaxLabelValueBytes = 128;
+constexpr std::size_t kMaxSeriesPerFamily = 256;
+constexpr const char* kOverflowLabelValue = "_other";
+
+template <typename SeriesMap>
+MetricLabels bounded_labels(const SeriesMap& series, const MetricLabels& labels) {
+  MetricLabels bounded;
+  for (const auto& [name, value] : labels) bounded[name] = capped(value, kMaxLabelValueBytes);
+  if (series.size() < kMaxSeriesPerFamily || series.contains(bounded)) return bounded;
+  for (auto& [name, value] : bounded) value = kOverflowLabelValue;
+  return bounded;
 }
 
 std::string format_labels(const MetricLabels& labels, const std::string& extra_name = "",
@@ -89,7 +106,8 @@ MetricsRegistry::Family& MetricsRegistry::family(const std::string& name, Kind k
 Counter& MetricsRegistry::counter(const std::string& name, const std::string& help,
                                   const MetricLabels& labels) {
   std::lock_guard lock(mutex_);
-  auto& series = family(name, Kind::counter, help).counters[labels];
+  auto& series_map = family(name, Kind::counter, help).counters;
+  auto& series = series_map[bounded_labels(series_map, labels)];
   if (!series) series = std::make_unique<Counter>();
   return *series;
 }
@@ -97,7 +115,8 @@ Counter& MetricsRegistry::counter(const std::string& name, const std::string& he
 Gauge& MetricsRegistry::gauge(const std::string& name, const std::string& help,
                               const MetricLabels& labels) {
   std::lock_guard lock(mutex_);
-  auto& series = family(name, Kind::gauge, help).gauges[labels];
+  auto& series_map = family(name, Kind::gauge, help).gauges;
+  auto& series = series_map[bounded_labels(series_map, labels)];
   if (!series) series = std::make_unique<Gauge>();
   return *series;
 }
@@ -106,7 +125,8 @@ Histogram& MetricsRegistry::histogram(const std::string& name, const std::string
                                       const std::vector<double>& upper_bounds,
                                       const MetricLabels& labels) {
   std::lock_guard lock(mutex_);
-  auto& series = family(name, Kind::histogram, help).histograms[labels];
+  auto& series_map = family(name, Kind::histogram, help).histograms;
+  auto& series = series_map[bounded_labels(series_map, labels)];
   if (!series) series = std::make_unique<Histogram>(upper_bounds);
   return *series;
 }

@@ -17,7 +17,7 @@ void OutcomeRecorder::submit(std::uint64_t ticket, std::span<const DeliveryRepor
     std::lock_guard lock(mutex_);
     if (failure_) {
       // Until the loop has seen the failure, nothing may be recorded ahead of the failed batch.
-      completed_.push_back({ticket, failure_});
+      completed_.push_back({ticket, failure_, {}});
       return;
     }
     queue_.push_back({ticket, reports});
@@ -50,21 +50,28 @@ void OutcomeRecorder::work(std::stop_token stop) {
     recording_ = true;
     lock.unlock();
     std::optional<std::string> error;
+    std::vector<RowProblem> problems;
     const auto start = std::chrono::steady_clock::now();
     try {
-      store_.record_outcomes(job.reports);
+      problems = store_.record_outcomes(job.reports);
     } catch (const StoreUnavailable& unavailable) {
       error = unavailable.what();
+    } catch (const std::exception& unexpected) {
+      // Not a row's data (the store isolates those) but the statement as a whole: a missing
+      // table, a privilege. Retried like an outage, with the loop's backoff; never thrown out of
+      // this thread.
+      error = std::string("unexpected: ") + unexpected.what();
+      store_.disconnect();
     }
     const auto elapsed = std::chrono::steady_clock::now() - start;
     lock.lock();
     busy_ += elapsed;
     recording_ = false;
-    completed_.push_back({job.ticket, error});
+    completed_.push_back({job.ticket, error, std::move(problems)});
     if (error) {
       // The loop resubmits from the failed batch on, in order, so nothing after it is recorded now.
       failure_ = error;
-      for (const Job& abandoned : queue_) completed_.push_back({abandoned.ticket, error});
+      for (const Job& abandoned : queue_) completed_.push_back({abandoned.ticket, error, {}});
       queue_.clear();
     }
     changed_.notify_all();

@@ -38,6 +38,9 @@ class OutcomeRecorder {
     /// Set when recording failed (PostgreSQL unavailable): this batch and every one submitted
     /// after it were not recorded and must be submitted again.
     std::optional<std::string> error;
+    /// Rows of this batch that could not be recorded and were parked dead instead, or that must be
+    /// quarantined (RowProblem::quarantined) because even parking failed.
+    std::vector<RowProblem> problems;
   };
   std::vector<Completion> completed();
 

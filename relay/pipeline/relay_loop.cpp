@@ -4,11 +4,15 @@
 
 #include <algorithm>
 #include <deque>
+#include <list>
+#include <map>
 #include <memory>
 
 #include "relay/core/assert.hpp"
 #include "relay/core/backoff.hpp"
+#include "relay/core/text.hpp"
 #include "relay/pipeline/outcome_recorder.hpp"
+#include "relay/pipeline/topic_holds.hpp"
 #include "relay/publisher/publisher.hpp"
 #include "relay/store/store.hpp"
 
@@ -27,6 +31,8 @@ constexpr milliseconds kDeliveryPollInterval{1};
 constexpr std::chrono::seconds kProgressLogInterval{10};
 constexpr std::chrono::seconds kKafkaProbeInterval{5};
 constexpr milliseconds kKafkaProbeTimeout{1000};
+// How often held topics are looked at for release.
+constexpr milliseconds kHoldCheckInterval{50};
 
 std::shared_ptr<spdlog::logger> pipeline_log() {
   auto logger = spdlog::get("pipeline");
@@ -56,7 +62,19 @@ struct LoopMetrics {
         in_flight_batches(
             registry.gauge("outbox_in_flight_batches", "Batches produced and not yet recorded.")),
         producer_queue(registry.gauge("outbox_producer_queue_messages",
-                                      "Messages in librdkafka's queues or in flight.")) {}
+                                      "Messages in librdkafka's queues or in flight.")),
+        topics_held(
+            registry.gauge("outbox_topics_held", "Topics held back after a failure of their own.")),
+        isolated_parked(registry.counter(
+            "outbox_rows_isolated_total",
+            "Rows a statement could not read or record, taken out of the way: parked dead with "
+            "the reason, or quarantined (excluded until restart) when even parking failed.",
+            {{"action", "parked"}})),
+        quarantined(registry.counter(
+            "outbox_rows_isolated_total",
+            "Rows a statement could not read or record, taken out of the way: parked dead with "
+            "the reason, or quarantined (excluded until restart) when even parking failed.",
+            {{"action", "quarantined"}})) {}
 
   Counter& published;
   Counter& retriable_errors;
@@ -66,12 +84,16 @@ struct LoopMetrics {
   Gauge& lanes_owned;
   Gauge& in_flight_batches;
   Gauge& producer_queue;
+  Gauge& topics_held;
+  Counter& isolated_parked;
+  Counter& quarantined;
 };
 
 struct Totals {
   std::uint64_t published = 0;
   std::uint64_t dead = 0;
   std::uint64_t retried = 0;
+  std::uint64_t stalled_batches = 0;
 };
 
 /// Where the loop's thread spent its time since the last progress line (the recorder's thread
@@ -100,6 +122,33 @@ struct InFlightBatch {
   std::unique_ptr<PublishBatch> batch;
   std::uint64_t ticket = 0;
   bool submitted = false;  ///< complete, and queued at the recorder
+  Clock::time_point produced_at;
+};
+
+/// A batch that stayed incomplete past relay.topic_stall_timeout_ms: some of its rows are still in
+/// librdkafka's hands because their topic does not take them (no leader, too few in-sync replicas,
+/// a broker away). It leaves the in-order chain so that the batches behind it are recorded; its
+/// finished rows are recorded as they finish, in the order they finish (per partition that is
+/// produce order, so per key too), and its unfinished rows' topics are held.
+struct StalledBatch {
+  std::unique_ptr<PublishBatch> batch;
+  std::vector<char> submitted;  ///< per row: its report is queued at (or done by) the recorder
+  struct Job {
+    std::vector<std::size_t> rows;
+    std::vector<DeliveryReport> reports;  ///< copies, alive until the recorder completes the job
+  };
+  std::map<std::uint64_t, Job> jobs;  ///< by ticket, not yet completed
+
+  bool done() const {
+    if (!jobs.empty()) return false;
+    for (std::size_t i = 0; i < submitted.size(); ++i) {
+      if (!batch->row_final(i)) return false;
+      if (!submitted[i] && batch->reports()[i].outcome != DeliveryOutcome::not_attempted) {
+        return false;
+      }
+    }
+    return true;
+  }
 };
 
 PublishedRows published_rows_of(const Config& config) {
@@ -114,24 +163,42 @@ class LoopState {
         failpoints_(failpoints),
         readiness_(telemetry.readiness),
         metrics_(telemetry.metrics),
+        registry_(telemetry.metrics),
         stop_(std::move(stop)),
         store_(config.postgres, config.routing, config.relay, published_rows_of(config)),
         publisher_(make_publisher()),
         recorder_(config.postgres, config.relay, published_rows_of(config)),
         store_backoff_(config.relay.backoff_initial, config.relay.backoff_max),
-        kafka_backoff_(config.relay.backoff_initial, config.relay.backoff_max) {}
+        holds_(config.relay.backoff_initial, config.relay.backoff_max),
+        limits_{config.relay.batch_size, config.relay.batch_max_bytes,
+                producer_message_max_bytes(config.kafka)} {}
 
   void run() {
+    bool ever_connected = false;
     while (!stop_.stop_requested()) {
       try {
         step();
+        ever_connected = true;
         store_backoff_.reset();
       } catch (const StoreUnavailable& error) {
         readiness_.postgres = false;
         const milliseconds delay = store_backoff_.next_delay();
         pipeline_log()->warn(
             "event=postgres_unavailable retry_in_ms={} in_flight_batches={} error=\"{}\"",
-            delay.count(), in_flight_.size(), error.what());
+            delay.count(), in_flight_.size(), printable(error.what()));
+        serve_deliveries_for(delay);
+      } catch (const PublisherConfigError&) {
+        throw;  // the configuration must change: exit 78
+      } catch (const std::exception& error) {
+        // Not an outage and not a row (rows are isolated by the store): a statement that cannot
+        // run as written, e.g. a table dropped or a privilege revoked while the relay runs. At the
+        // first step it is a setup problem worth exiting for (missing schema: run migrate); later
+        // it is retried with backoff, so the relay keeps serving what it can.
+        if (!ever_connected) throw;
+        const milliseconds delay = store_backoff_.next_delay();
+        pipeline_log()->error("event=loop_error retry_in_ms={} error=\"{}\"", delay.count(),
+                              printable(error.what()));
+        store_.disconnect();
         serve_deliveries_for(delay);
       }
       log_progress_if_due();
@@ -153,7 +220,8 @@ class LoopState {
       caught_up_ = false;
     }
     readiness_.postgres = true;
-    if (Clock::now() >= next_rebalance_ || (releasing_lanes_ && in_flight_.empty())) rebalance();
+    if (Clock::now() >= next_rebalance_ || (releasing_lanes_ && nothing_in_flight())) rebalance();
+    release_due_holds();
     // Rows committed while batches are in flight are claimed now, not after those batches are
     // recorded: pipelining is what keeps commit-to-ack latency near one Kafka round trip.
     if (caught_up_ && !in_flight_.empty() && store_.wait_for_wakeup(milliseconds(0))) {
@@ -163,24 +231,37 @@ class LoopState {
     StageTimes::timed(stage_times_.await_kafka, [&] {
       publisher_->poll(can_claim() ? milliseconds(0) : kDeliveryPollInterval);
     });
+    hold_failed_topics();
+    move_stalled_batches();
     record_completed_batches();
     if (publisher_->has_fatal_error()) replace_publisher();
     if (in_flight_.empty() && !can_claim()) wait_for_work();
   }
 
+  bool nothing_in_flight() const { return in_flight_.empty() && stalled_.empty(); }
+
   bool can_claim() const {
-    // After any retriable failure nothing more is claimed until every in-flight batch is recorded:
-    // a later row of the failed row's key must not reach Kafka before it.
-    const bool failure_in_flight =
-        std::any_of(in_flight_.begin(), in_flight_.end(),
-                    [](const auto& entry) { return entry.batch->had_retriable_failure(); });
-    return !caught_up_ && !releasing_lanes_ && !failure_in_flight &&
-           Clock::now() >= paused_until_ &&
+    return !caught_up_ && !releasing_lanes_ && stalled_bytes() < in_flight_byte_limit() &&
            in_flight_.size() < static_cast<std::size_t>(config_.relay.max_in_flight_batches);
   }
 
+  /// Rows of stalled batches still in librdkafka: bounded like the in-flight window, so a topic
+  /// that never acknowledges cannot make the relay hold more than twice the window in memory.
+  std::int64_t stalled_bytes() const {
+    std::int64_t bytes = 0;
+    for (const StalledBatch& stalled : stalled_) {
+      for (std::size_t i = 0; i < stalled.batch->rows().size(); ++i) {
+        if (!stalled.batch->row_final(i)) bytes += stalled.batch->rows()[i].size_bytes;
+      }
+    }
+    return bytes;
+  }
+  std::int64_t in_flight_byte_limit() const {
+    return config_.relay.batch_max_bytes * config_.relay.max_in_flight_batches;
+  }
+
   void rebalance() {
-    const LaneOwnership ownership = store_.rebalance_lanes(/*may_release=*/in_flight_.empty());
+    const LaneOwnership ownership = store_.rebalance_lanes(/*may_release=*/nothing_in_flight());
     // Lanes are handed over only with nothing in flight, so the next owner never publishes a row
     // this instance has produced but not yet recorded (no duplicates in steady state).
     releasing_lanes_ = ownership.owned.size() > static_cast<std::size_t>(ownership.fair_share);
@@ -197,18 +278,27 @@ class LoopState {
       for (const auto& entry : in_flight_) {
         for (const OutboxRow& row : entry.batch->rows()) in_flight_ids_.push_back(row.id);
       }
+      for (const auto& stalled : stalled_) {
+        for (const OutboxRow& row : stalled.batch->rows()) in_flight_ids_.push_back(row.id);
+      }
       ClaimedBatch claimed = StageTimes::timed(stage_times_.claim, [&] {
-        return store_.claim_batch(in_flight_ids_, config_.relay.batch_size);
+        return store_.claim_batch(in_flight_ids_, holds_.routes(), limits_);
       });
       caught_up_ = claimed.reached_end;
-      if (claimed.rows.empty()) return;
+      count_problems(claimed.problems);
+      if (claimed.rows.empty()) {
+        if (!claimed.problems.empty()) continue;  // the rows it isolated are out of the way now
+        return;
+      }
       found_rows_since_wait_ = true;
       metrics_.batch_size.observe(static_cast<double>(claimed.rows.size()));
       auto batch = std::make_unique<PublishBatch>(std::move(claimed.rows));
       StageTimes::timed(stage_times_.produce, [&] {
         publisher_->produce(*batch, [this] { return !stop_.stop_requested(); });
       });
-      in_flight_.push_back({std::move(batch), next_ticket_++, false});
+      in_flight_.push_back({std::move(batch), next_ticket_++, false, Clock::now()});
+      // Topics refused at produce time are held before the next claim, so it skips their rows.
+      hold_failed_topics();
       if (failpoints_.producer_fatal_after_batches &&
           ++batches_produced_ == *failpoints_.producer_fatal_after_batches) {
         pipeline_log()->warn("event=failpoint name=producer_fatal_after_batches");
@@ -217,8 +307,146 @@ class LoopState {
     }
   }
 
-  /// Hands every complete batch, in order, to the recorder, and finishes the ones it recorded.
+  void count_problems(const std::vector<RowProblem>& problems) {
+    for (const RowProblem& problem : problems) {
+      if (problem.quarantined) {
+        metrics_.quarantined.increment();
+      } else {
+        ++totals_.dead;
+        metrics_.isolated_parked.increment();
+      }
+    }
+  }
+
+  /// Each topic failure holds its topic; logged once per topic and error, then once a minute.
+  void hold_failed_topics() {
+    const auto now = Clock::now();
+    bool changed = false;
+    for (const TopicFailure& failure : publisher_->take_topic_failures()) {
+      const bool was_held = holds_.is_held(failure.route);
+      const TopicHolds::HoldEvent event =
+          holds_.hold(failure.route, failure.topic, failure.error_code, failure.error, now);
+      changed = changed || !was_held;
+      registry_
+          .counter("outbox_topic_failures_total",
+                   "Rows whose topic refused or did not acknowledge them, by topic and error; "
+                   "the topic is held back, other topics flow.",
+                   {{"topic", failure.topic}, {"error", failure.error_code}})
+          .increment();
+      if (event.should_log) {
+        pipeline_log()->warn(
+            "event=topic_held topic=\"{}\" error_code={} error=\"{}\" retry_in_ms={} "
+            "effect=\"rows of this topic wait, in order; other topics flow\"",
+            printable(failure.topic, 256), failure.error_code, printable(failure.error),
+            event.retry_in.count());
+      }
+    }
+    if (changed) publish_holds();
+  }
+
+  void release_due_holds() {
+    if (holds_.empty()) return;
+    const auto now = Clock::now();
+    if (now < next_hold_check_) return;
+    next_hold_check_ = now + kHoldCheckInterval;
+    const auto released = holds_.release_due(now, [&](const std::string& route) {
+      auto of_route = [&](const PublishBatch& batch) {
+        return std::any_of(batch.rows().begin(), batch.rows().end(),
+                           [&](const OutboxRow& row) { return row.route == route; });
+      };
+      return std::any_of(in_flight_.begin(), in_flight_.end(),
+                         [&](const InFlightBatch& entry) { return of_route(*entry.batch); }) ||
+             std::any_of(stalled_.begin(), stalled_.end(),
+                         [&](const StalledBatch& entry) { return of_route(*entry.batch); });
+    });
+    for (const std::string& route : released) {
+      pipeline_log()->info(
+          "event=topic_released route=\"{}\" effect=\"its rows are claimed "
+          "again from the oldest\"",
+          printable(route, 256));
+    }
+    if (!released.empty()) {
+      caught_up_ = false;
+      publish_holds();
+    }
+  }
+
+  void publish_holds() {
+    registry_.clear_gauge("outbox_topic_held");
+    for (const TopicHolds::Held& held : holds_.held()) {
+      registry_
+          .gauge("outbox_topic_held",
+                 "1 while a topic is held back after a failure of its own (label error: the "
+                 "failure that started the hold).",
+                 {{"topic", held.topic}, {"error", held.error_code}})
+          .set(1);
+    }
+    metrics_.topics_held.set(static_cast<double>(holds_.held().size()));
+  }
+
+  /// The chain's front batch, incomplete past the stall timeout, leaves the chain (see
+  /// StalledBatch); the topics of its unfinished rows are held, and the rows say so in last_error.
+  void move_stalled_batches() {
+    const auto now = Clock::now();
+    while (!in_flight_.empty() && !in_flight_.front().submitted &&
+           !in_flight_.front().batch->complete() &&
+           now - in_flight_.front().produced_at >= config_.relay.topic_stall_timeout) {
+      InFlightBatch entry = std::move(in_flight_.front());
+      in_flight_.pop_front();
+      StalledBatch stalled{std::move(entry.batch), {}, {}};
+      stalled.submitted.assign(stalled.batch->rows().size(), 0);
+      const std::string reason = "stalled: Kafka has not acknowledged the row within " +
+                                 std::to_string(config_.relay.topic_stall_timeout.count()) +
+                                 " ms (no leader, too few in-sync replicas, or a broker away)";
+      std::vector<OutboxId> waiting;
+      for (std::size_t i = 0; i < stalled.batch->rows().size(); ++i) {
+        const OutboxRow& row = stalled.batch->rows()[i];
+        if (stalled.batch->row_final(i)) continue;
+        waiting.push_back(row.id);
+        if (!row.route) continue;
+        const bool was_held = holds_.is_held(*row.route);
+        const auto event = holds_.hold(*row.route, row.topic, "stalled", reason, now);
+        if (!was_held) {
+          registry_
+              .counter("outbox_topic_failures_total",
+                       "Rows whose topic refused or did not acknowledge them, by topic and error; "
+                       "the topic is held back, other topics flow.",
+                       {{"topic", row.topic}, {"error", "stalled"}})
+              .increment();
+        }
+        if (event.should_log) {
+          pipeline_log()->warn(
+              "event=topic_held topic=\"{}\" error_code=stalled error=\"{}\" "
+              "effect=\"rows of this topic wait, in order; other topics flow\"",
+              printable(row.topic, 256), reason);
+        }
+      }
+      ++totals_.stalled_batches;
+      store_.note_waiting(waiting, reason);
+      stalled_.push_back(std::move(stalled));
+      publish_holds();
+    }
+  }
+
+  /// Queues at the recorder what has finished: first the stalled batches' finished rows (they are
+  /// older than anything in the chain), then every complete batch of the chain, in order.
   void record_completed_batches() {
+    for (StalledBatch& stalled : stalled_) {
+      StalledBatch::Job job;
+      for (std::size_t i = 0; i < stalled.submitted.size(); ++i) {
+        if (stalled.submitted[i] || !stalled.batch->row_final(i)) continue;
+        const DeliveryReport& report = stalled.batch->reports()[i];
+        if (report.outcome == DeliveryOutcome::not_attempted) continue;
+        stalled.submitted[i] = 1;
+        job.rows.push_back(i);
+        job.reports.push_back(report);
+      }
+      if (job.rows.empty()) continue;
+      const std::uint64_t ticket = next_ticket_++;
+      auto& queued = stalled.jobs.emplace(ticket, std::move(job)).first->second;
+      stalled_tickets_[ticket] = &stalled;
+      recorder_.submit(ticket, queued.reports);
+    }
     for (InFlightBatch& entry : in_flight_) {
       if (!entry.batch->complete()) break;
       if (entry.submitted) continue;
@@ -230,7 +458,29 @@ class LoopState {
 
   void finish_recorded_batches() {
     std::optional<std::string> failure;
-    for (const OutcomeRecorder::Completion& completion : recorder_.completed()) {
+    for (OutcomeRecorder::Completion& completion : recorder_.completed()) {
+      for (RowProblem& problem : completion.problems) {
+        if (!problem.quarantined) continue;
+        // The recorder knows ids only; the key, which the quarantine holds back, is in the batch.
+        if (!problem.key) problem.key = key_in_flight(problem.id);
+        store_.quarantine(problem);
+      }
+      count_problems(completion.problems);
+      if (auto stalled = stalled_tickets_.find(completion.ticket);
+          stalled != stalled_tickets_.end()) {
+        StalledBatch& entry = *stalled->second;
+        stalled_tickets_.erase(stalled);
+        const auto job = entry.jobs.find(completion.ticket);
+        RELAY_ASSERT(job != entry.jobs.end(), "a stalled batch's job completes once");
+        if (completion.error) {
+          failure = completion.error;
+          for (std::size_t row : job->second.rows) entry.submitted[row] = 0;  // queued again
+        } else {
+          count(job->second.reports, entry.batch->rows(), job->second.rows);
+        }
+        entry.jobs.erase(job);
+        continue;
+      }
       if (completion.error) {
         failure = completion.error;
         for (InFlightBatch& entry : in_flight_) {
@@ -242,36 +492,62 @@ class LoopState {
                    "batches are recorded in the order they were produced");
       const PublishBatch& batch = *in_flight_.front().batch;
       publisher_->release_held_keys(batch);
-      count(batch);
-      if (batch.had_retriable_failure()) {
-        pause_after_failure(batch);
-      } else {
-        kafka_backoff_.reset();
-      }
+      count(batch.reports(), batch.rows(), {});
       in_flight_.pop_front();
+    }
+    for (auto entry = stalled_.begin(); entry != stalled_.end();) {
+      if (!entry->done()) {
+        ++entry;
+        continue;
+      }
+      publisher_->release_held_keys(*entry->batch);
+      entry = stalled_.erase(entry);
     }
     if (failure) throw StoreUnavailable(*failure);
   }
 
-  void count(const PublishBatch& batch) {
+  std::optional<std::string> key_in_flight(OutboxId id) const {
+    auto find_in = [&](const PublishBatch& batch) -> std::optional<std::optional<std::string>> {
+      for (const OutboxRow& row : batch.rows()) {
+        if (row.id == id) return row.key;
+      }
+      return std::nullopt;
+    };
+    for (const InFlightBatch& entry : in_flight_) {
+      if (auto key = find_in(*entry.batch)) return *key;
+    }
+    for (const StalledBatch& entry : stalled_) {
+      if (auto key = find_in(*entry.batch)) return *key;
+    }
+    return std::nullopt;
+  }
+
+  /// Counts recorded reports (all of them, or those at `indexes` when given).
+  void count(std::span<const DeliveryReport> reports, std::span<const OutboxRow> rows,
+             std::span<const std::size_t> indexes) {
     const double now_ms =
         static_cast<double>(std::chrono::duration_cast<milliseconds>(
                                 std::chrono::system_clock::now().time_since_epoch())
                                 .count());
-    for (std::size_t i = 0; i < batch.reports().size(); ++i) {
-      const DeliveryReport& report = batch.reports()[i];
+    const std::size_t n = indexes.empty() ? reports.size() : indexes.size();
+    for (std::size_t k = 0; k < n; ++k) {
+      const DeliveryReport& report = reports[k];
+      const OutboxRow& row = rows[indexes.empty() ? k : indexes[k]];
       switch (report.outcome) {
         case DeliveryOutcome::delivered:
           ++totals_.published;
           metrics_.published.increment();
-          metrics_.insert_to_ack.observe(
-              std::max(0.0, (now_ms - static_cast<double>(batch.rows()[i].created_at_ms)) / 1000));
+          if (row.route) holds_.delivered(*row.route);
+          if (row.created_at_ms > 0) {
+            metrics_.insert_to_ack.observe(
+                std::max(0.0, (now_ms - static_cast<double>(row.created_at_ms)) / 1000));
+          }
           break;
         case DeliveryOutcome::permanent_failure:
           ++totals_.dead;
           metrics_.permanent_errors.increment();
           pipeline_log()->warn("event=row_parked_dead id={} reason=\"{}\"", report.id.value,
-                               report.error);
+                               printable(report.error));
           break;
         case DeliveryOutcome::retriable_failure:
           ++totals_.retried;
@@ -283,33 +559,26 @@ class LoopState {
     }
   }
 
-  void pause_after_failure(const PublishBatch& batch) {
-    const auto failed = std::find_if(batch.reports().begin(), batch.reports().end(),
-                                     [](const DeliveryReport& report) {
-                                       return report.outcome == DeliveryOutcome::retriable_failure;
-                                     });
-    const milliseconds delay = kafka_backoff_.next_delay();
-    paused_until_ = Clock::now() + delay;
-    caught_up_ = false;  // resume from the oldest pending row once the pause is over
-    pipeline_log()->warn(
-        "event=kafka_retriable_failure retry_in_ms={} first_failed_id={} error=\"{}\"",
-        delay.count(), failed->id.value, failed->error);
-  }
-
   void replace_publisher() {
     pipeline_log()->error("event=producer_fatal error=\"{}\" action=recreate_producer",
-                          publisher_->fatal_error());
+                          printable(publisher_->fatal_error()));
     // Every message still queued is purged and reported as a retriable failure, so the rows stay
     // pending and are re-published by the new producer (with a new producer id) in id order.
     publisher_->drain(milliseconds(0));
     // Recorded before the new producer starts, so keys held for dead rows stay held until those
     // rows are dead in the database, where the claim sees them.
-    while (!in_flight_.empty() && in_flight_.front().batch->complete()) {
+    record_everything_finished(Clock::now() + kStopCheckInterval * 50);
+    publisher_ = make_publisher();
+  }
+
+  /// After a drain every row is final: records them all, until `deadline`.
+  void record_everything_finished(Clock::time_point deadline) {
+    hold_failed_topics();
+    while (!nothing_in_flight() && Clock::now() < deadline) {
       record_completed_batches();
       recorder_.wait_idle(kStopCheckInterval);
     }
     finish_recorded_batches();
-    publisher_ = make_publisher();
   }
 
   void wait_for_work() {
@@ -318,13 +587,15 @@ class LoopState {
                                         : std::min(poll_wait_ * 2, config_.relay.poll_interval);
     found_rows_since_wait_ = false;
     auto deadline = std::min(next_rebalance_, Clock::now() + poll_wait_);
-    deadline = std::max(deadline, paused_until_);
+    // A held topic's retry is due: look again then. Stalled batches are served by the poll.
+    if (const auto retry = holds_.next_retry()) deadline = std::min(deadline, *retry);
+    if (!stalled_.empty()) deadline = std::min(deadline, Clock::now() + kStopCheckInterval);
     while (!stop_.stop_requested()) {
       const auto now = Clock::now();
       if (now >= deadline) break;
       const auto slice =
           std::min(kStopCheckInterval, std::chrono::duration_cast<milliseconds>(deadline - now));
-      if (store_.wait_for_wakeup(slice) && now >= paused_until_) break;
+      if (store_.wait_for_wakeup(slice)) break;
     }
     caught_up_ = false;
   }
@@ -337,7 +608,7 @@ class LoopState {
   }
 
   void probe_kafka_if_due() {
-    metrics_.in_flight_batches.set(static_cast<double>(in_flight_.size()));
+    metrics_.in_flight_batches.set(static_cast<double>(in_flight_.size() + stalled_.size()));
     metrics_.producer_queue.set(publisher_->queue_length());
     const auto now = Clock::now();
     if (now < next_kafka_probe_) return;
@@ -354,16 +625,17 @@ class LoopState {
     };
     pipeline_log()->info(
         "event=progress published_total={} dead_total={} retried_total={} in_flight_batches={} "
-        "lanes_owned={} producer_queue={} claim_ms={} produce_ms={} await_kafka_ms={} "
-        "record_ms={}",
-        totals_.published, totals_.dead, totals_.retried, in_flight_.size(), owned_lanes_,
-        publisher_->queue_length(), ms(stage_times_.claim), ms(stage_times_.produce),
-        ms(stage_times_.await_kafka), ms(recorder_.take_busy_time()));
+        "stalled_batches={} topics_held={} lanes_owned={} producer_queue={} claim_ms={} "
+        "produce_ms={} await_kafka_ms={} record_ms={}",
+        totals_.published, totals_.dead, totals_.retried, in_flight_.size(), stalled_.size(),
+        holds_.held().size(), owned_lanes_, publisher_->queue_length(), ms(stage_times_.claim),
+        ms(stage_times_.produce), ms(stage_times_.await_kafka), ms(recorder_.take_busy_time()));
     stage_times_ = {};
   }
 
   void shut_down() {
-    pipeline_log()->info("event=stopping in_flight_batches={}", in_flight_.size());
+    pipeline_log()->info("event=stopping in_flight_batches={} stalled_batches={}",
+                         in_flight_.size(), stalled_.size());
     const auto deadline = Clock::now() + config_.relay.shutdown_timeout;
     auto record_until_deadline = [&] {
       try {
@@ -375,16 +647,17 @@ class LoopState {
         pipeline_log()->warn(
             "event=outcomes_not_recorded batches={} error=\"{}\" effect=delivered rows stay "
             "pending and are published again by the next run",
-            in_flight_.size(), error.what());
+            in_flight_.size() + stalled_.size(), printable(error.what()));
         return false;
       }
     };
+    // Stalled batches are not waited for: their topics do not acknowledge.
     while (!in_flight_.empty() && Clock::now() < deadline) {
       publisher_->poll(kDeliveryPollInterval);
       if (!record_until_deadline()) break;
     }
     publisher_->drain(milliseconds(0));  // what is still undelivered stays pending
-    while (!in_flight_.empty() && Clock::now() < deadline && record_until_deadline()) {
+    while (!nothing_in_flight() && Clock::now() < deadline && record_until_deadline()) {
     }
     pipeline_log()->info("event=stopped published_total={} dead_total={}", totals_.published,
                          totals_.dead);
@@ -395,17 +668,21 @@ class LoopState {
   int batches_produced_ = 0;
   Readiness& readiness_;
   LoopMetrics metrics_;
+  MetricsRegistry& registry_;
   std::stop_token stop_;
   OutboxStore store_;
   // Batches are declared before the publisher so the publisher, whose callbacks point into them,
   // is destroyed first.
   std::deque<InFlightBatch> in_flight_;
+  std::list<StalledBatch> stalled_;  // a list: the recorder's tickets point at its elements
   std::unique_ptr<KafkaPublisher> publisher_;
   // After the batches, so its thread, which reads their reports, stops first.
   OutcomeRecorder recorder_;
+  std::map<std::uint64_t, StalledBatch*> stalled_tickets_;
   std::uint64_t next_ticket_ = 0;
   Backoff store_backoff_;
-  Backoff kafka_backoff_;
+  TopicHolds holds_;
+  const ClaimLimits limits_;
   std::vector<OutboxId> in_flight_ids_;
   bool caught_up_ = false;
   bool found_rows_since_wait_ = false;
@@ -413,7 +690,7 @@ class LoopState {
   bool releasing_lanes_ = false;
   std::size_t owned_lanes_ = 0;
   Clock::time_point next_rebalance_ = Clock::now();
-  Clock::time_point paused_until_ = Clock::now();
+  Clock::time_point next_hold_check_ = Clock::now();
   Clock::time_point next_progress_log_ = Clock::now() + kProgressLogInterval;
   Clock::time_point next_kafka_probe_ = Clock::now();
   Totals totals_;

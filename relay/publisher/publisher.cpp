@@ -44,6 +44,7 @@ std::vector<std::pair<std::string, std::string>> owned_producer_properties(
 
 PublishBatch::PublishBatch(std::vector<OutboxRow> rows) : rows_(std::move(rows)) {
   reports_.resize(rows_.size());
+  awaiting_rows_.assign(rows_.size(), 0);
   slots_.reserve(rows_.size());
   for (std::size_t i = 0; i < rows_.size(); ++i) {
     reports_[i].id = rows_[i].id;
@@ -56,6 +57,13 @@ struct KafkaPublisher::Producer final : public RdKafka::DeliveryReportCb, public
   DeadKeyPolicy dead_key_policy = DeadKeyPolicy::block;
   /// Keys with a dead row not yet recorded, and how many such rows each has.
   std::unordered_map<std::string, int> held_keys;
+  std::vector<TopicFailure> topic_failures;
+
+  void topic_failed(const OutboxRow& row, RdKafka::ErrorCode error) {
+    topic_failures.push_back({row.route.value_or(""), row.topic,
+                              rd_kafka_err2name(static_cast<rd_kafka_resp_err_t>(error)),
+                              RdKafka::err2str(error)});
+  }
 
   void hold_key(const OutboxRow& row) {
     if (row.key && dead_key_policy == DeadKeyPolicy::block) ++held_keys[*row.key];
@@ -71,7 +79,9 @@ struct KafkaPublisher::Producer final : public RdKafka::DeliveryReportCb, public
       report.partition = message.partition();
       report.offset = message.offset();
     } else {
-      if (report.outcome == DeliveryOutcome::retriable_failure) ++slot->batch->retriable_failures_;
+      if (report.outcome == DeliveryOutcome::retriable_failure) {
+        topic_failed(slot->batch->rows_[slot->index], message.err());
+      }
       if (report.outcome == DeliveryOutcome::permanent_failure) {
         // The broker refused it (e.g. its max.message.bytes is below ours). Later rows of the key
         // already produced cannot be called back; the README states this limit.
@@ -82,7 +92,9 @@ struct KafkaPublisher::Producer final : public RdKafka::DeliveryReportCb, public
         report.error += " (possibly persisted; re-sent)";
       }
     }
-    RELAY_ASSERT(slot->batch->awaiting_ > 0, "one report per produced message");
+    RELAY_ASSERT(slot->batch->awaiting_ > 0 && slot->batch->awaiting_rows_[slot->index] == 1,
+                 "one report per produced message");
+    slot->batch->awaiting_rows_[slot->index] = 0;
     --slot->batch->awaiting_;
   }
 
@@ -154,10 +166,16 @@ KafkaPublisher::~KafkaPublisher() {
 }
 
 void KafkaPublisher::produce(PublishBatch& batch, const std::function<bool()>& keep_going) {
+  // Topics refused in this batch: their later rows wait, so none overtakes the refused one.
+  std::vector<std::string> refused_routes;
   for (std::size_t i = 0; i < batch.rows_.size(); ++i) {
     const OutboxRow& row = batch.rows_[i];
     DeliveryReport& report = batch.reports_[i];
     if (producer_->is_held(row)) continue;  // stays not_attempted
+    if (row.route && std::find(refused_routes.begin(), refused_routes.end(), *row.route) !=
+                         refused_routes.end()) {
+      continue;  // stays not_attempted
+    }
 
     auto park = [&](std::string reason) {
       report.outcome = DeliveryOutcome::permanent_failure;
@@ -187,6 +205,7 @@ void KafkaPublisher::produce(PublishBatch& batch, const std::function<bool()>& k
     if (error == RdKafka::ERR_NO_ERROR) {
       headers.release();  // librdkafka owns them now
       ++batch.awaiting_;
+      batch.awaiting_rows_[i] = 1;
       continue;
     }
     const DeliveryOutcome outcome = classify_delivery_error(error);
@@ -194,14 +213,22 @@ void KafkaPublisher::produce(PublishBatch& batch, const std::function<bool()>& k
       park("kafka: " + RdKafka::err2str(error));
       continue;
     }
-    // A retriable refusal (queue still full when asked to stop, unknown topic): leave this and
-    // every later row to a later claim so nothing of this key overtakes it.
     report.outcome = DeliveryOutcome::retriable_failure;
     report.error = "kafka: " + RdKafka::err2str(error);
-    ++batch.retriable_failures_;
-    break;
+    if (error == RdKafka::ERR__QUEUE_FULL) {
+      // Full while asked to stop: not the topic's fault. This and every later row wait for a
+      // later claim, so nothing overtakes it.
+      break;
+    }
+    // Refused for its topic (unknown topic): that topic waits, the others go on.
+    producer_->topic_failed(row, error);
+    if (row.route) refused_routes.push_back(*row.route);
   }
   producer_->handle->poll(0);
+}
+
+std::vector<TopicFailure> KafkaPublisher::take_topic_failures() {
+  return std::exchange(producer_->topic_failures, {});
 }
 
 void KafkaPublisher::release_held_keys(const PublishBatch& batch) {

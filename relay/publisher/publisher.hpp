@@ -36,8 +36,9 @@ class PublishBatch {
   std::span<const OutboxRow> rows() const { return rows_; }
   std::span<const DeliveryReport> reports() const { return reports_; }
   bool complete() const { return awaiting_ == 0; }
-  /// Whether any row failed in a way that warrants backing off before claiming again.
-  bool had_retriable_failure() const { return retriable_failures_ > 0; }
+  /// Whether row `index` has its final report: it was never handed to librdkafka, or its delivery
+  /// report arrived. A row that is not final is still in librdkafka's hands.
+  bool row_final(std::size_t index) const { return awaiting_rows_[index] == 0; }
 
  private:
   friend class KafkaPublisher;
@@ -49,8 +50,18 @@ class PublishBatch {
   std::vector<OutboxRow> rows_;
   std::vector<DeliveryReport> reports_;
   std::vector<DeliverySlot> slots_;
+  std::vector<char> awaiting_rows_;  ///< 1 while librdkafka holds the row
   std::size_t awaiting_ = 0;
-  std::size_t retriable_failures_ = 0;
+};
+
+/// A failure that belongs to a row's topic rather than to the row: the topic is missing or not
+/// authorised, a partition has no leader or too few in-sync replicas, the broker is away. The relay
+/// holds the topic (relay/pipeline/topic_holds.hpp) instead of the whole pipeline.
+struct TopicFailure {
+  std::string route;       ///< the row's routing value
+  std::string topic;       ///< the Kafka topic it resolved to
+  std::string error_code;  ///< librdkafka's error name, e.g. NOT_ENOUGH_REPLICAS, _UNKNOWN_TOPIC
+  std::string error;       ///< its text
 };
 
 /// Not thread-safe: one loop produces, polls and reads the batches. Delivery callbacks run inside
@@ -64,13 +75,20 @@ class KafkaPublisher {
   KafkaPublisher& operator=(const KafkaPublisher&) = delete;
 
   /// Hands every row of the batch to librdkafka, in order. Rows with a defect, or that librdkafka
-  /// refuses outright (too large), are permanent failures at once. Under DeadKeyPolicy::block their
+  /// refuses outright (too large), are permanent failures at once. A row that librdkafka refuses
+  /// for a reason of its topic (unknown topic) is a retriable failure, reported by
+  /// take_topic_failures(), and the later rows of that topic in this batch are not_attempted; the
+  /// other topics' rows are produced. Under DeadKeyPolicy::block their
   /// key is then held: later rows of it, in this batch or any batch produced before
   /// release_held_keys(this batch), are not_attempted — the database does not know the row is dead
   /// until the batch is recorded, so a claim made meanwhile may hold later rows of that key. When
   /// librdkafka's queue is full it serves delivery reports and tries again while `keep_going()`
   /// says so; rows left when it stops are not_attempted.
   void produce(PublishBatch& batch, const std::function<bool()>& keep_going);
+
+  /// The retriable failures since the last call, at produce time or in delivery reports, one per
+  /// row, in the order they happened.
+  std::vector<TopicFailure> take_topic_failures();
 
   /// Call once `batch` is recorded: its dead rows are now visible to claims, which skip their keys.
   void release_held_keys(const PublishBatch& batch);

@@ -2,6 +2,7 @@
 
 #include <pqxx/pqxx>
 
+#include "relay/core/text.hpp"
 #include "relay/store/sql_errors.hpp"
 #include "relay/store/store.hpp"
 
@@ -17,6 +18,7 @@ constexpr const char* kClaimDueSql =
     "           AND coalesce(next_attempt_at, created_at + $2 * interval '1 millisecond')"
     "               <= clock_timestamp()"
     "           AND (checking_until IS NULL OR checking_until < clock_timestamp())"
+    "           AND id <> ALL($4::bigint[])"
     "         ORDER BY coalesce(next_attempt_at, created_at), id"
     "         LIMIT $1"
     "         FOR UPDATE SKIP LOCKED) due"
@@ -42,6 +44,13 @@ constexpr const char* kRecordSql =
     "   AS u(id, verdict, sent, answer, retry_ms)"
     " WHERE m.id = u.id AND m.state = 'unknown'";
 
+// The fewest columns an UPDATE can touch to take a half message out of the sweep with its reason.
+constexpr const char* kParkSql =
+    "UPDATE outbox.messages SET state = 'dead', last_error = $2, checking_until = NULL"
+    " WHERE id = $1 AND state = 'unknown'";
+
+constexpr std::size_t kReasonBytes = 1000;
+
 std::string format_bool_array(const std::vector<bool>& values) {
   std::string text = "{";
   for (std::size_t i = 0; i < values.size(); ++i) {
@@ -58,6 +67,7 @@ struct HalfMessageStore::Session {
   explicit Session(const std::string& connection_string) : connection(connection_string) {
     connection.prepare("claim_due", kClaimDueSql);
     connection.prepare("record_checks", kRecordSql);
+    connection.prepare("park_half_message", kParkSql);
   }
 };
 
@@ -80,7 +90,8 @@ std::vector<HalfMessage> HalfMessageStore::claim_due(int limit,
                                                      std::chrono::milliseconds lease) {
   const pqxx::result rows = run("claim half messages due for a check", [&](pqxx::connection& c) {
     pqxx::nontransaction tx{c};
-    return tx.exec_prepared("claim_due", limit, default_delay.count(), lease.count());
+    return tx.exec_prepared("claim_due", limit, default_delay.count(), lease.count(),
+                            format_int_array(quarantined_ids_));
   });
   std::vector<HalfMessage> due;
   due.reserve(rows.size());
@@ -99,24 +110,57 @@ std::vector<HalfMessage> HalfMessageStore::claim_due(int limit,
   return due;
 }
 
-void HalfMessageStore::record(std::span<const CheckRecord> records, int max_checks) {
-  if (records.empty()) return;
-  std::vector<std::int64_t> ids, retry_ms;
-  std::vector<std::string> verdicts, answers;
-  std::vector<bool> sent;
-  for (const CheckRecord& record : records) {
-    ids.push_back(record.id.value);
-    verdicts.emplace_back(to_string(record.verdict));
-    sent.push_back(record.request_sent);
-    answers.push_back(record.answer);
-    retry_ms.push_back(record.next_check_in.count());
+std::vector<RowProblem> HalfMessageStore::record(std::span<const CheckRecord> records,
+                                                 int max_checks) {
+  if (records.empty()) return {};
+  auto record_some = [&](std::span<const CheckRecord> some) {
+    std::vector<std::int64_t> ids, retry_ms;
+    std::vector<std::string> verdicts, answers;
+    std::vector<bool> sent;
+    for (const CheckRecord& record : some) {
+      ids.push_back(record.id.value);
+      verdicts.emplace_back(to_string(record.verdict));
+      sent.push_back(record.request_sent);
+      answers.push_back(capped(record.answer, kReasonBytes));
+      retry_ms.push_back(record.next_check_in.count());
+    }
+    run("record check-back answers", [&](pqxx::connection& c) {
+      pqxx::nontransaction tx{c};
+      tx.exec_prepared("record_checks", format_int_array(ids), format_text_array(verdicts),
+                       format_bool_array(sent), format_text_array(answers),
+                       format_int_array(retry_ms), max_checks);
+    });
+  };
+  try {
+    record_some(records);
+    return {};
+  } catch (const pqxx::sql_error&) {
+    // One row's data fails the statement (retriable failures were StoreUnavailable): find it.
   }
-  run("record check-back answers", [&](pqxx::connection& c) {
-    pqxx::nontransaction tx{c};
-    tx.exec_prepared("record_checks", format_int_array(ids), format_text_array(verdicts),
-                     format_bool_array(sent), format_text_array(answers),
-                     format_int_array(retry_ms), max_checks);
-  });
+  std::vector<RowProblem> problems;
+  for (const CheckRecord& record : records) {
+    try {
+      record_some(std::span(&record, 1));
+    } catch (const pqxx::sql_error& error) {
+      RowProblem problem{
+          record.id, std::nullopt,
+          capped(std::string("could not record its check-back answer: ") + error.what(),
+                 kReasonBytes)};
+      try {
+        run("park a half message", [&](pqxx::connection& c) {
+          pqxx::nontransaction tx{c};
+          tx.exec_prepared("park_half_message", record.id.value, problem.reason);
+        });
+      } catch (const pqxx::sql_error& parking) {
+        problem.quarantined = true;
+        problem.reason +=
+            capped(std::string("; parking it failed too: ") + parking.what(), kReasonBytes);
+        quarantined_ids_.push_back(record.id.value);
+      }
+      problems.push_back(std::move(problem));
+    }
+  }
+  return problems;
 }
 
 }  // namespace outbox

@@ -10,6 +10,7 @@
 
 #include "relay/config/config.hpp"
 #include "relay/core/check_verdict.hpp"
+#include "relay/store/store.hpp"
 
 namespace outbox {
 
@@ -39,8 +40,11 @@ class HalfMessageStore {
 
   /// Records checks in one statement. Only rows still 'unknown' change, so a writer's commit or
   /// rollback that landed during the check stands. A counted UNKNOWN that reaches `max_checks`
-  /// parks the row dead with the reason "check-back exhausted".
-  void record(std::span<const CheckRecord> records, int max_checks);
+  /// parks the row dead with the reason "check-back exhausted". When the statement fails on one
+  /// row's data, rows are recorded one by one; a failing row is parked dead with the reason, and
+  /// when even that fails it is quarantined: claim_due skips it until the process ends. Returns
+  /// the rows parked or quarantined that way.
+  std::vector<RowProblem> record(std::span<const CheckRecord> records, int max_checks);
 
  private:
   struct Session;
@@ -48,6 +52,7 @@ class HalfMessageStore {
   auto run(const std::string& what, Work&& work);
   PostgresConfig postgres_;
   std::unique_ptr<Session> session_;
+  std::vector<std::int64_t> quarantined_ids_;
 };
 
 }  // namespace outbox

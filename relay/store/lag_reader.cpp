@@ -46,7 +46,8 @@ LagSnapshot LagReader::read() {
         // none grows with the published history.
         const std::string topic = topic_of_row(routing_);
         const std::string age =
-            "coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8";
+            "coalesce(extract(epoch FROM clock_timestamp() -"
+            "  min(created_at) FILTER (WHERE isfinite(created_at))), 0)::float8";
         std::map<std::string, TopicLag> topics;
         auto lag_of = [&](const pqxx::row& row) -> TopicLag& {
           TopicLag& lag = topics[row[0].c_str()];
@@ -58,6 +59,14 @@ LagSnapshot LagReader::read() {
                      " FROM outbox.messages WHERE state = 'pending' GROUP BY 1")) {
           lag_of(row).backlog_rows = row[1].as<std::int64_t>();
           lag_of(row).oldest_pending_age_seconds = row[2].as<double>();
+        }
+        // Only rows that failed or waited on Kafka carry a last_error while pending: few, so this
+        // does not grow with the backlog.
+        for (const auto& row :
+             tx.exec("SELECT DISTINCT ON (1) " + topic +
+                     ", left(last_error, 300) FROM outbox.messages"
+                     " WHERE state = 'pending' AND last_error IS NOT NULL ORDER BY 1, id")) {
+          lag_of(row).oldest_pending_error = row[1].c_str();
         }
         for (const auto& row :
              tx.exec("SELECT " + topic +

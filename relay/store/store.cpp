@@ -8,6 +8,7 @@
 
 #include "relay/core/assert.hpp"
 #include "relay/core/routing.hpp"
+#include "relay/core/text.hpp"
 #include "relay/store/sql_errors.hpp"
 
 namespace outbox {
@@ -20,6 +21,9 @@ namespace {
 constexpr int kLaneLockClass = 0x6f627831;    // "obx1"
 constexpr int kMemberLockClass = 0x6f62786d;  // "obxm"
 constexpr const char* kNotifyChannel = "outbox_relay";
+// What a row weighs for the claim's byte budget.
+constexpr std::string_view kRowBytes =
+    "(coalesce(octet_length(m.payload), 0) + coalesce(octet_length(m.message_key), 0))::bigint";
 
 std::shared_ptr<spdlog::logger> store_log() {
   auto logger = spdlog::get("store");
@@ -37,30 +41,87 @@ class WakeupReceiver final : public pqxx::notification_receiver {
   int received_ = 0;
 };
 
-std::string claim_sql(const RoutingConfig& routing, DeadKeyPolicy dead_key_policy) {
+// The columns a claim reads, as one expression list for the batch claim and the one-row reads that
+// isolate a row the batch claim could not read. Every expression is total over what a writer can
+// store: an infinite created_at gives NULL (no latency figure) instead of an error, and a payload
+// larger than `max_row_bytes` (message.max.bytes) is not read at all.
+std::string claim_columns(const RoutingConfig& routing, std::string_view max_row_bytes) {
+  return "m.id, m.\"" + routing.topic_column +  // validated as [a-z_][a-z0-9_]*
+         "\"::text AS route, m.message_key,"
+         " CASE WHEN " +
+         std::string(kRowBytes) + " <= " + std::string(max_row_bytes) +
+         " THEN m.payload END AS payload,"
+         " m.headers::text AS headers,"
+         " CASE WHEN isfinite(m.created_at)"
+         "      THEN (extract(epoch FROM m.created_at) * 1000)::bigint END AS created_ms,"
+         " " +
+         std::string(kRowBytes) + " AS size";
+}
+
+std::string claim_filter(DeadKeyPolicy dead_key_policy, const RoutingConfig& routing) {
   // The lane filter hashes the key the same way for every instance; keyless rows all share the
   // lane of '' so they keep their id order. The partial index keeps the scan to pending rows.
   // The in-flight ids are skipped through a hashed subplan, built once per claim. "<> ALL($3)"
   // is hashed only when the array is a constant, in a custom plan; in the generic plan that
   // PostgreSQL picks for the prepared claim (by the table's size) it compared each row with each
   // of up to 4,000 ids: 42 ms instead of 2 ms per claim, and a drain rate that changed
-  // threefold between backlogs of 200,000 and 300,000 rows.
-  std::string sql = "SELECT m.id, m.\"" + routing.topic_column +  // validated as [a-z_][a-z0-9_]*
-                    "\"::text, m.message_key, m.payload, m.headers::text,"
-                    " (extract(epoch FROM m.created_at) * 1000)::bigint"
-                    " FROM outbox.messages m"
-                    " WHERE m.state = 'pending'"
-                    "   AND (hashtext(coalesce(m.message_key, '')) & $1) = ANY($2::int[])"
-                    "   AND m.id NOT IN (SELECT unnest($3::bigint[]))";
+  // threefold between backlogs of 200,000 and 300,000 rows. Held topics ($7) and quarantined keys
+  // ($8) are few, usually none.
+  std::string sql =
+      " FROM outbox.messages m"
+      " WHERE m.state = 'pending'"
+      "   AND (hashtext(coalesce(m.message_key, '')) & $1) = ANY($2::int[])"
+      "   AND m.id NOT IN (SELECT unnest($3::bigint[]))"
+      "   AND (cardinality($7::text[]) = 0 OR m.\"" +
+      routing.topic_column + "\" IS NULL OR m.\"" + routing.topic_column +
+      "\"::text <> ALL($7::text[]))"
+      "   AND (cardinality($8::text[]) = 0 OR m.message_key IS NULL"
+      "        OR m.message_key <> ALL($8::text[]))";
   if (dead_key_policy == DeadKeyPolicy::block) {
     sql +=
         "   AND (m.message_key IS NULL OR NOT EXISTS ("
         "     SELECT 1 FROM outbox.messages d"
         "      WHERE d.state = 'dead' AND d.message_key = m.message_key AND d.id < m.id))";
   }
-  sql += " ORDER BY m.id LIMIT $4";
   return sql;
 }
+
+std::string claim_sql(const RoutingConfig& routing, DeadKeyPolicy dead_key_policy) {
+  // Bounded by rows ($4) and by bytes ($5): the window sums row sizes in id order and keeps the
+  // rows that start within the budget (so the first row always comes). Sizes are octet_length,
+  // which reads a TOASTed value's header, not the value; only the rows kept are sent, and an
+  // oversized row's payload (over $6) not even then. `candidates` tells a claim cut by bytes
+  // from one that reached the end of the backlog.
+  return "SELECT id, route, message_key, payload, headers, created_ms, size, candidates FROM ("
+         "  SELECT c.*, count(*) OVER () AS candidates,"
+         "         sum(CASE WHEN c.size <= $6 THEN c.size ELSE 0 END)"
+         "           OVER (ORDER BY c.id ROWS UNBOUNDED PRECEDING) AS running"
+         "    FROM (SELECT " +
+         claim_columns(routing, "$6") + claim_filter(dead_key_policy, routing) +
+         "           ORDER BY m.id LIMIT $4) c) b"
+         " WHERE b.running - CASE WHEN b.size <= $6 THEN b.size ELSE 0 END < $5"
+         " ORDER BY id";
+}
+
+std::string claim_ids_sql(const RoutingConfig& routing, DeadKeyPolicy dead_key_policy) {
+  // Same rows as the claim, ids only: what isolation reads when the claim failed on a row's data.
+  // It takes the claim's parameters so both run with one argument list; the budgets ($5, $6) are
+  // positive, and only named so that PostgreSQL can type them.
+  return "SELECT m.id" + claim_filter(dead_key_policy, routing) +
+         " AND $5::bigint > 0 AND $6::bigint > 0 ORDER BY m.id LIMIT $4";
+}
+
+std::string read_one_sql(const RoutingConfig& routing) {
+  return "SELECT " + claim_columns(routing, "$2") +
+         ", 1 AS candidates FROM outbox.messages m"
+         " WHERE m.id = $1 AND m.state = 'pending'";
+}
+
+// The last step before quarantine: the fewest columns an UPDATE can touch to take a row out of the
+// pending set with its reason, so it fails only where no UPDATE of the row can succeed.
+constexpr const char* kParkDeadSql =
+    "UPDATE outbox.messages SET state = 'dead', attempts = attempts + 1, last_error = $2"
+    " WHERE id = $1 AND state = 'pending'";
 
 std::string record_outcomes_sql(PublishedRows published_rows) {
   const std::string outcomes =
@@ -180,8 +241,11 @@ void OutboxStore::ensure_connected() {
   run("connect to " + redact_postgres_url(postgres_.url), [&] {
     auto session = std::make_unique<Session>(session_connection_string(postgres_));
     session->connection.prepare("record_outcomes", record_outcomes_sql(published_rows_));
+    session->connection.prepare("park_dead", kParkDeadSql);
     if (role_ == SessionRole::claimer) {
       session->connection.prepare("claim", claim_sql(routing_, relay_.dead_key_policy));
+      session->connection.prepare("claim_ids", claim_ids_sql(routing_, relay_.dead_key_policy));
+      session->connection.prepare("read_one", read_one_sql(routing_));
       pqxx::nontransaction join{session->connection};
       join.exec_params("SELECT pg_advisory_lock_shared($1, 0)", kMemberLockClass);
       join.commit();
@@ -255,66 +319,236 @@ LaneOwnership OutboxStore::rebalance_lanes(bool may_release) {
   });
 }
 
-ClaimedBatch OutboxStore::claim_batch(std::span<const OutboxId> in_flight, int limit) {
+namespace {
+
+// How much of a statement's error a row's reason keeps: enough to act on, never a flood.
+constexpr std::size_t kReasonBytes = 1000;
+
+/// Turns one claimed row into an OutboxRow. Never throws: whatever about the row cannot be used
+/// becomes its defect, and the row is parked with it.
+OutboxRow decode_row(const pqxx::row& row, const RoutingConfig& routing,
+                     const ClaimLimits& limits) {
+  OutboxRow outbox_row;
+  outbox_row.id = OutboxId{row[0].as<std::int64_t>()};
+  auto add_defect = [&](std::string why) {
+    if (!outbox_row.defect) outbox_row.defect = std::move(why);
+  };
+  try {
+    if (!row[2].is_null()) outbox_row.key = row[2].as<std::string>();
+    outbox_row.size_bytes = row[6].as<std::int64_t>();
+    if (row[1].is_null()) {
+      add_defect("routing column " + routing.topic_column + " is null");
+    } else {
+      outbox_row.route = row[1].as<std::string>();
+      outbox_row.topic = resolve_topic(routing.topic_pattern, *outbox_row.route);
+      if (auto defect = topic_name_defect(outbox_row.topic)) add_defect(*defect);
+    }
+    if (outbox_row.size_bytes > limits.max_row_bytes) {
+      add_defect("message too large: " + std::to_string(outbox_row.size_bytes) +
+                 " bytes of payload and key, over the producer's message.max.bytes (" +
+                 std::to_string(limits.max_row_bytes) + "); its payload was not read");
+    } else if (!row[3].is_null()) {
+      outbox_row.payload = pqxx::binarystring(row[3]).str();
+    }
+    try {
+      outbox_row.headers = decode_headers(row[4].c_str());
+      if (auto defect = reserved_header_defect(outbox_row.headers, routing.id_header)) {
+        add_defect(*defect);
+      }
+    } catch (const std::invalid_argument& bad_headers) {
+      add_defect(bad_headers.what());
+    }
+    if (!row[5].is_null()) outbox_row.created_at_ms = row[5].as<std::int64_t>();
+  } catch (const std::exception& error) {
+    add_defect(capped(std::string("could not be decoded: ") + error.what(), kReasonBytes));
+  }
+  return outbox_row;
+}
+
+}  // namespace
+
+ClaimedBatch OutboxStore::claim_batch(std::span<const OutboxId> in_flight,
+                                      std::span<const std::string> held_routes,
+                                      const ClaimLimits& limits) {
   ensure_connected();
   ClaimedBatch batch;
   if (session_->owned_lanes.empty()) {
     batch.reached_end = true;
     return batch;
   }
-  std::vector<std::int64_t> excluded;
-  excluded.reserve(in_flight.size());
+  std::vector<std::int64_t> excluded = quarantined_ids_;
+  excluded.reserve(excluded.size() + in_flight.size());
   for (OutboxId id : in_flight) excluded.push_back(id.value);
+  const std::string excluded_param = format_int_array(excluded);
+  const std::string held_param =
+      format_text_array(std::vector<std::string>(held_routes.begin(), held_routes.end()));
 
-  const pqxx::result result = run("claim pending rows", [&] {
-    pqxx::nontransaction tx{session_->connection};
-    return tx.exec_prepared("claim", relay_.lanes - 1, session_->lanes_param,
-                            format_int_array(excluded), limit);
-  });
-
-  batch.rows.reserve(result.size());
-  for (const auto& row : result) {
-    OutboxRow outbox_row;
-    outbox_row.id = OutboxId{row[0].as<std::int64_t>()};
-    if (row[1].is_null()) {
-      outbox_row.defect = "routing column " + routing_.topic_column + " is null";
-    } else {
-      outbox_row.topic = resolve_topic(routing_.topic_pattern, row[1].c_str());
-      outbox_row.defect = topic_name_defect(outbox_row.topic);
-    }
-    if (!row[2].is_null()) outbox_row.key = row[2].as<std::string>();
-    if (!row[3].is_null()) outbox_row.payload = pqxx::binarystring(row[3]).str();
-    try {
-      outbox_row.headers = decode_headers(row[4].c_str());
-    } catch (const std::invalid_argument& bad_headers) {
-      if (!outbox_row.defect) outbox_row.defect = bad_headers.what();
-    }
-    outbox_row.created_at_ms = row[5].as<std::int64_t>();
-    batch.rows.push_back(std::move(outbox_row));
+  std::optional<pqxx::result> result;
+  try {
+    result = run("claim pending rows", [&] {
+      pqxx::nontransaction tx{session_->connection};
+      return tx.exec_prepared("claim", relay_.lanes - 1, session_->lanes_param, excluded_param,
+                              limits.rows, limits.bytes, limits.max_row_bytes, held_param,
+                              format_text_array(quarantined_keys_));
+    });
+  } catch (const pqxx::sql_error& error) {
+    // Retriable failures were turned into StoreUnavailable by run(); this one is about the data
+    // (e.g. a value no expression of the claim can take): find the row instead of failing again.
+    store_log()->error("event=claim_failed sqlstate={} error=\"{}\" action=read_rows_one_by_one",
+                       error.sqlstate(), printable(error.what(), kReasonBytes));
+    batch.problems = isolate_claim_failure(excluded_param, held_param, limits, batch.rows);
+    batch.reached_end = batch.rows.empty() && batch.problems.empty();
+    return batch;
   }
-  batch.reached_end = static_cast<int>(result.size()) < limit;
+  batch.rows.reserve(result->size());
+  for (const auto& row : *result) batch.rows.push_back(decode_row(row, routing_, limits));
+  batch.reached_end = result->empty() || result->front()[7].as<std::int64_t>() <
+                                             static_cast<std::int64_t>(limits.rows);
   return batch;
 }
 
-void OutboxStore::record_outcomes(std::span<const DeliveryReport> reports) {
-  std::vector<std::int64_t> ids, partitions, offsets;
-  std::vector<std::string> outcomes, errors;
+std::vector<RowProblem> OutboxStore::isolate_claim_failure(const std::string& excluded_ids,
+                                                           const std::string& held_routes,
+                                                           const ClaimLimits& limits,
+                                                           std::vector<OutboxRow>& rows) {
+  const pqxx::result ids = run("list pending ids", [&] {
+    pqxx::nontransaction tx{session_->connection};
+    return tx.exec_prepared("claim_ids", relay_.lanes - 1, session_->lanes_param, excluded_ids,
+                            limits.rows, limits.bytes, limits.max_row_bytes, held_routes,
+                            format_text_array(quarantined_keys_));
+  });
+  std::vector<RowProblem> problems;
+  std::int64_t bytes = 0;
+  for (const auto& id_row : ids) {
+    const OutboxId id{id_row[0].as<std::int64_t>()};
+    try {
+      const pqxx::result one = run("read pending row", [&] {
+        pqxx::nontransaction tx{session_->connection};
+        return tx.exec_prepared("read_one", id.value, limits.max_row_bytes);
+      });
+      if (one.empty()) continue;  // no longer pending
+      OutboxRow row = decode_row(one[0], routing_, limits);
+      bytes += row.defect ? 0 : row.size_bytes;
+      rows.push_back(std::move(row));
+      if (bytes >= limits.bytes) break;
+    } catch (const pqxx::sql_error& error) {
+      RowProblem problem{id, std::nullopt,
+                         capped(std::string("could not be read: ") + error.what(), kReasonBytes)};
+      if (auto parking_failed = park_as_dead(id, problem.reason)) {
+        problem.quarantined = true;
+        problem.reason += "; parking it failed too: " + *parking_failed;
+        quarantine(problem);
+      } else {
+        store_log()->error("event=row_parked_dead id={} reason=\"{}\"", id.value,
+                           printable(problem.reason));
+      }
+      problems.push_back(std::move(problem));
+    }
+  }
+  return problems;
+}
+
+std::optional<std::string> OutboxStore::park_as_dead(OutboxId id, const std::string& reason) {
+  try {
+    run("park a row as dead", [&] {
+      pqxx::nontransaction tx{session_->connection};
+      tx.exec_prepared("park_dead", id.value, reason);
+    });
+    return std::nullopt;
+  } catch (const pqxx::sql_error& error) {
+    return capped(error.what(), kReasonBytes);
+  }
+}
+
+void OutboxStore::note_waiting(std::span<const OutboxId> ids, const std::string& reason) {
+  if (ids.empty()) return;
+  std::vector<std::int64_t> values;
+  for (OutboxId id : ids) values.push_back(id.value);
+  ensure_connected();
+  run("note why rows wait", [&] {
+    pqxx::nontransaction tx{session_->connection};
+    tx.exec_params(
+        "UPDATE outbox.messages SET last_error = $2 WHERE id = ANY($1::bigint[])"
+        " AND state = 'pending'",
+        format_int_array(values), reason);
+  });
+}
+
+void OutboxStore::quarantine(const RowProblem& problem) {
+  if (std::find(quarantined_ids_.begin(), quarantined_ids_.end(), problem.id.value) ==
+      quarantined_ids_.end()) {
+    quarantined_ids_.push_back(problem.id.value);
+  }
+  if (problem.key && relay_.dead_key_policy == DeadKeyPolicy::block &&
+      std::find(quarantined_keys_.begin(), quarantined_keys_.end(), *problem.key) ==
+          quarantined_keys_.end()) {
+    quarantined_keys_.push_back(*problem.key);
+  }
+  store_log()->error(
+      "event=row_quarantined id={} reason=\"{}\" effect=\"excluded from this relay's claims, with "
+      "its key, until the relay restarts; fix or delete the row\"",
+      problem.id.value, printable(problem.reason));
+}
+
+std::vector<RowProblem> OutboxStore::record_outcomes(std::span<const DeliveryReport> reports) {
+  struct Arrays {
+    std::vector<std::int64_t> ids, partitions, offsets;
+    std::vector<std::string> outcomes, errors;
+    void add(const DeliveryReport& report) {
+      ids.push_back(report.id.value);
+      outcomes.emplace_back(outcome_code(report.outcome));
+      partitions.push_back(report.partition);
+      offsets.push_back(report.offset);
+      errors.push_back(capped(report.error, kReasonBytes));
+    }
+  };
+  auto record = [&](const Arrays& arrays) {
+    run("record delivery outcomes", [&] {
+      pqxx::nontransaction tx{session_->connection};
+      tx.exec_prepared("record_outcomes", format_int_array(arrays.ids),
+                       format_text_array(arrays.outcomes), format_int_array(arrays.partitions),
+                       format_int_array(arrays.offsets), format_text_array(arrays.errors));
+    });
+  };
+  Arrays all;
+  for (const DeliveryReport& report : reports) {
+    if (report.outcome != DeliveryOutcome::not_attempted) all.add(report);
+  }
+  if (all.ids.empty()) return {};
+  ensure_connected();
+  try {
+    record(all);
+    return {};
+  } catch (const pqxx::sql_error& error) {
+    store_log()->error(
+        "event=record_failed rows={} sqlstate={} error=\"{}\" action=record_rows_one_by_one",
+        all.ids.size(), error.sqlstate(), printable(error.what(), kReasonBytes));
+  }
+  // One statement failed on one row's data: record each row alone, so only that row is held.
+  std::vector<RowProblem> problems;
   for (const DeliveryReport& report : reports) {
     if (report.outcome == DeliveryOutcome::not_attempted) continue;
-    ids.push_back(report.id.value);
-    outcomes.emplace_back(outcome_code(report.outcome));
-    partitions.push_back(report.partition);
-    offsets.push_back(report.offset);
-    errors.push_back(report.error);
+    Arrays one;
+    one.add(report);
+    try {
+      record(one);
+    } catch (const pqxx::sql_error& error) {
+      RowProblem problem{
+          report.id, std::nullopt,
+          capped("could not record its outcome (" + std::string(outcome_code(report.outcome)) +
+                     "): " + error.what(),
+                 kReasonBytes)};
+      if (auto parking_failed = park_as_dead(report.id, problem.reason)) {
+        problem.quarantined = true;
+        problem.reason += "; parking it failed too: " + *parking_failed;
+      } else {
+        store_log()->error("event=row_parked_dead id={} reason=\"{}\"", report.id.value,
+                           printable(problem.reason));
+      }
+      problems.push_back(std::move(problem));
+    }
   }
-  if (ids.empty()) return;
-  ensure_connected();
-  run("record delivery outcomes", [&] {
-    pqxx::nontransaction tx{session_->connection};
-    tx.exec_prepared("record_outcomes", format_int_array(ids), format_text_array(outcomes),
-                     format_int_array(partitions), format_int_array(offsets),
-                     format_text_array(errors));
-  });
+  return problems;
 }
 
 }  // namespace outbox

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -24,10 +25,32 @@ class StoreUnavailable : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// How much one claim may read. Memory is bounded by bytes, not rows: a writer decides how big a
+/// row is.
+struct ClaimLimits {
+  int rows = 1000;
+  /// Payload and key bytes of the whole batch; the first row is always taken, whatever its size.
+  std::int64_t bytes = 4 << 20;
+  /// A row larger than this (the producer's message.max.bytes) is parked from its octet_length:
+  /// its payload never leaves PostgreSQL.
+  std::int64_t max_row_bytes = 1000000;
+};
+
+/// A row that a statement could not read or record. The row is parked dead with `reason` when
+/// that works; when even parking fails it is `quarantined`: the relay excludes it (and its key)
+/// from its claims until it restarts, so one row never stops the others.
+struct RowProblem {
+  OutboxId id;
+  std::optional<std::string> key;  ///< when it could be read
+  std::string reason;
+  bool quarantined = false;
+};
+
 /// A batch of pending rows read from the outbox, in id order.
 struct ClaimedBatch {
   std::vector<OutboxRow> rows;
-  bool reached_end = false;  ///< fewer rows than asked for: the backlog is drained for now
+  bool reached_end = false;          ///< fewer rows than asked for: the backlog is drained for now
+  std::vector<RowProblem> problems;  ///< rows this claim parked or quarantined instead
 };
 
 /// What the lane leases look like after a rebalance step.
@@ -75,17 +98,31 @@ class OutboxStore {
   /// and `may_release` is set, releases the highest ones. Throws StoreUnavailable.
   LaneOwnership rebalance_lanes(bool may_release);
 
-  /// Reads up to `limit` pending rows of the owned lanes in id order, skipping the ids in
-  /// `in_flight` (already handed to Kafka, not yet recorded) and, under dead_key_policy block, the
-  /// rows whose key has an earlier dead row. Routing and header decoding happen here; a row that
-  /// cannot be routed comes back with `defect` set. Throws StoreUnavailable.
-  ClaimedBatch claim_batch(std::span<const OutboxId> in_flight, int limit);
+  /// Reads pending rows of the owned lanes in id order, within `limits`, skipping the ids in
+  /// `in_flight` (already handed to Kafka, not yet recorded), rows whose routing value is in
+  /// `held_routes` (topics held back after a failure), quarantined rows and their keys, and, under
+  /// dead_key_policy block, the rows whose key has an earlier dead row. Routing and header decoding
+  /// happen here; a row that cannot be routed comes back with `defect` set. When the statement
+  /// fails on a row's data, the rows are read one by one and the unreadable ones parked (see
+  /// RowProblem). Throws StoreUnavailable.
+  ClaimedBatch claim_batch(std::span<const OutboxId> in_flight,
+                           std::span<const std::string> held_routes, const ClaimLimits& limits);
 
   /// Records a batch's outcomes in one statement: delivered rows become published with their
   /// partition and offset, permanent failures dead with their reason, retriable failures stay
   /// pending with the attempt counted. Only rows still pending change, so recording twice is
-  /// harmless (which is what makes a retry after an in-doubt commit safe). Throws StoreUnavailable.
-  void record_outcomes(std::span<const DeliveryReport> reports);
+  /// harmless (which is what makes a retry after an in-doubt commit safe). When the statement
+  /// fails on a row's data, rows are recorded one by one and the failing ones parked or reported
+  /// for quarantine in the result. Throws StoreUnavailable.
+  std::vector<RowProblem> record_outcomes(std::span<const DeliveryReport> reports);
+
+  /// Writes `reason` into the rows' last_error (state and attempts unchanged), so `status` can say
+  /// why a topic's oldest row waits while Kafka holds it. Throws StoreUnavailable.
+  void note_waiting(std::span<const OutboxId> ids, const std::string& reason);
+
+  /// Excludes a row (and, when given, its key) from this session's claims until the process ends:
+  /// the last resort for a row that could not even be parked.
+  void quarantine(const RowProblem& problem);
 
  private:
   struct Session;
@@ -97,6 +134,13 @@ class OutboxStore {
   PublishedRows published_rows_;
   SessionRole role_;
   std::unique_ptr<Session> session_;
+  std::vector<std::int64_t> quarantined_ids_;
+  std::vector<std::string> quarantined_keys_;
+  std::vector<RowProblem> isolate_claim_failure(const std::string& excluded_ids,
+                                                const std::string& held_routes,
+                                                const ClaimLimits& limits,
+                                                std::vector<OutboxRow>& rows);
+  std::optional<std::string> park_as_dead(OutboxId id, const std::string& reason);
 };
 
 /// Applies the migrations in schema/ that the database lacks, each in its own transaction under an
