@@ -18,23 +18,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-struct CommandResult {
-  int exit_code = -1;
-  std::string output;  ///< stdout
-};
-
-CommandResult relay_command(const std::string& arguments) {
-  const std::string command = std::string(RELAY_BINARY) + " " + arguments + " 2>/dev/null";
-  CommandResult result;
-  FILE* pipe = popen(command.c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  char buffer[4096];
-  while (std::fgets(buffer, sizeof buffer, pipe)) result.output += buffer;
-  const int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
-}
-
 nlohmann::json status_json(const std::string& config, const std::string& extra = "") {
   const CommandResult result = relay_command("status --json --config " + config + " " + extra);
   return nlohmann::json::parse(result.output);

@@ -6,6 +6,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <httplib.h>
+
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -106,6 +109,43 @@ int RelayProcess::metrics_port() const {
       std::chrono::seconds(10));
   REQUIRE_MESSAGE(port > 0, "the relay did not report its metrics port:\n" << log_tail());
   return port;
+}
+
+std::string RelayProcess::metrics_text() const {
+  httplib::Client client("127.0.0.1", metrics_port());
+  client.set_read_timeout(5, 0);
+  const auto response = client.Get("/metrics");
+  return response && response->status == 200 ? response->body : std::string();
+}
+
+long RelayProcess::peak_rss_kb() const {
+  std::ifstream status("/proc/" + std::to_string(pid_) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return 0;
+}
+
+int RelayProcess::starts_logged() const {
+  const std::string log = log_tail(std::string::npos);
+  int starts = 0;
+  for (auto at = log.find("event=starting"); at != std::string::npos;
+       at = log.find("event=starting", at + 1)) {
+    ++starts;
+  }
+  return starts;
+}
+
+CommandResult relay_command(const std::string& arguments) {
+  const std::string command = std::string(RELAY_BINARY) + " " + arguments + " 2>/dev/null";
+  CommandResult result;
+  FILE* pipe = popen(command.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  char buffer[4096];
+  while (std::fgets(buffer, sizeof buffer, pipe)) result.output += buffer;
+  const int status = pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
 }
 
 std::string RelayProcess::log_tail(std::size_t bytes) const {

@@ -31,11 +31,24 @@ class RelayProcess {
   std::string log_tail(std::size_t bytes = 4000) const;
   /// The port of /metrics, /healthz and /readyz (test configs listen on port 0).
   int metrics_port() const;
+  /// GET /metrics, the text exposition ("" when it does not answer).
+  std::string metrics_text() const;
+  /// The relay's peak resident memory so far (VmHWM), in kB; 0 when it no longer runs.
+  long peak_rss_kb() const;
+  /// How many times the log says the relay started: 1 unless it restarted (it never re-execs).
+  int starts_logged() const;
 
  private:
   pid_t pid_ = -1;
   std::string log_path_;
 };
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  ///< stdout
+};
+/// Runs `outbox-relay <arguments>` (a shell word list) to completion; stderr is discarded.
+CommandResult relay_command(const std::string& arguments);
 
 /// Waits until `condition()` holds, up to `timeout`; returns whether it did.
 template <typename Condition>

@@ -1,0 +1,112 @@
+#include "tests/support/kafka_admin.hpp"
+
+#include <librdkafka/rdkafka.h>
+
+#include <memory>
+#include <stdexcept>
+#include <thread>
+
+namespace outbox::test {
+
+namespace {
+
+struct HandleDeleter {
+  void operator()(rd_kafka_t* handle) const { rd_kafka_destroy(handle); }
+};
+using Handle = std::unique_ptr<rd_kafka_t, HandleDeleter>;
+
+Handle make_handle(const std::string& bootstrap) {
+  char error[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  if (rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), error, sizeof error) !=
+      RD_KAFKA_CONF_OK) {
+    rd_kafka_conf_destroy(conf);
+    throw std::runtime_error(error);
+  }
+  rd_kafka_t* handle = rd_kafka_new(RD_KAFKA_PRODUCER, conf, error, sizeof error);
+  if (!handle) throw std::runtime_error(std::string("kafka admin: ") + error);
+  return Handle(handle);
+}
+
+/// Whether every partition of `topic` has a leader, by the cluster's metadata.
+bool has_leaders(rd_kafka_t* handle, const std::string& topic, std::size_t partitions) {
+  rd_kafka_topic_t* topic_handle = rd_kafka_topic_new(handle, topic.c_str(), nullptr);
+  const rd_kafka_metadata_t* metadata = nullptr;
+  const bool answered =
+      rd_kafka_metadata(handle, 0, topic_handle, &metadata, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR;
+  bool ready = false;
+  if (answered && metadata->topic_cnt == 1 && metadata->topics[0].err == 0 &&
+      static_cast<std::size_t>(metadata->topics[0].partition_cnt) == partitions) {
+    ready = true;
+    for (int i = 0; i < metadata->topics[0].partition_cnt; ++i) {
+      if (metadata->topics[0].partitions[i].leader < 0) ready = false;
+    }
+  }
+  if (metadata) rd_kafka_metadata_destroy(metadata);
+  rd_kafka_topic_destroy(topic_handle);
+  return ready;
+}
+
+}  // namespace
+
+void create_topic(const std::string& bootstrap, const std::string& topic,
+                  const std::vector<std::vector<int>>& replicas,
+                  const std::map<std::string, std::string>& configs) {
+  Handle handle = make_handle(bootstrap);
+  char error[512];
+  rd_kafka_NewTopic_t* new_topic = rd_kafka_NewTopic_new(
+      topic.c_str(), static_cast<int>(replicas.size()), -1, error, sizeof error);
+  if (!new_topic) throw std::runtime_error(error);
+  for (std::size_t partition = 0; partition < replicas.size(); ++partition) {
+    std::vector<int32_t> brokers(replicas[partition].begin(), replicas[partition].end());
+    if (rd_kafka_NewTopic_set_replica_assignment(new_topic, static_cast<int32_t>(partition),
+                                                 brokers.data(), brokers.size(), error,
+                                                 sizeof error) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      rd_kafka_NewTopic_destroy(new_topic);
+      throw std::runtime_error(error);
+    }
+  }
+  for (const auto& [name, value] : configs) {
+    rd_kafka_NewTopic_set_config(new_topic, name.c_str(), value.c_str());
+  }
+  rd_kafka_queue_t* queue = rd_kafka_queue_new(handle.get());
+  rd_kafka_CreateTopics(handle.get(), &new_topic, 1, nullptr, queue);
+  rd_kafka_event_t* event = rd_kafka_queue_poll(queue, 30000);
+  std::string failure;
+  if (!event) {
+    failure = "no answer to CreateTopics within 30 s";
+  } else if (rd_kafka_event_error(event)) {
+    failure = rd_kafka_event_error_string(event);
+  } else {
+    std::size_t count = 0;
+    const rd_kafka_topic_result_t** results =
+        rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(event), &count);
+    if (count == 1 && rd_kafka_topic_result_error(results[0]) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      failure = rd_kafka_topic_result_error_string(results[0]);
+    }
+  }
+  if (event) rd_kafka_event_destroy(event);
+  rd_kafka_queue_destroy(queue);
+  rd_kafka_NewTopic_destroy(new_topic);
+  if (!failure.empty()) throw std::runtime_error("creating topic " + topic + ": " + failure);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!has_leaders(handle.get(), topic, replicas.size())) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      throw std::runtime_error("topic " + topic + " has no leader for every partition after 30 s");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+std::vector<int> broker_ids(const std::string& bootstrap) {
+  Handle handle = make_handle(bootstrap);
+  const rd_kafka_metadata_t* metadata = nullptr;
+  std::vector<int> ids;
+  if (rd_kafka_metadata(handle.get(), 0, nullptr, &metadata, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    for (int i = 0; i < metadata->broker_cnt; ++i) ids.push_back(metadata->brokers[i].id);
+    rd_kafka_metadata_destroy(metadata);
+  }
+  return ids;
+}
+
+}  // namespace outbox::test
