@@ -61,6 +61,8 @@ struct Options {
   int endpoint_hang_ms = 1000;     ///< how long a hanging answer takes
   int status_port = 0;             ///< where the status-check endpoint listens (0: not served)
   int malformed_percent = 0;       ///< transactions that insert a malformed row
+  bool poison = false;             ///< malformed rows of every kind a hostile writer can make
+  int max_lag_ms = 0;              ///< fail when the p99 insert-to-published of good rows is over
 };
 
 constexpr const char* kProducerGroup = "faults";
@@ -317,14 +319,62 @@ class Writer {
   /// A row the relay must park dead with its reason. Each has a key of its own, so its dead row
   /// holds back nothing else.
   void write_malformed(const std::string& id, long n) {
-    static constexpr const char* kInsert =
-        "INSERT INTO outbox.messages (topic, message_key, payload, headers)"
-        " VALUES ($1, $2, convert_to($3, 'UTF8'), $4::jsonb)";
     const std::string key = "bad-" + id;
     nlohmann::json payload{{"event", id}};
     nlohmann::json headers{{"event-id", id}};
     std::optional<std::string> topic = options_.topic;
     std::string reason;
+    std::optional<std::string> created_at;
+    std::string key_used = key;
+    if (options_.poison) {
+      // Each kind once stopped every key, or the whole relay, in an earlier version.
+      switch (n % 8) {
+        case 0:
+          topic.reset();
+          key_used = key + std::string(5000, 'k');  // past a btree entry's size
+          reason = "null";
+          break;
+        case 1:
+          topic = "evil\nevent=forged_line";
+          reason = "character";
+          break;
+        case 2:
+          topic = std::string(100'000, 't');
+          reason = "longer than 249";
+          break;
+        case 3:
+          headers["outbox-id"] = "1";
+          reason = "row-id header";
+          break;
+        case 4:
+          created_at = "infinity";  // refused at insert: the writer's transaction fails
+          break;
+        default:
+          break;
+      }
+    }
+    if (created_at) {
+      try {
+        pqxx::work tx{*connection_};
+        tx.exec_params(
+            "INSERT INTO outbox.messages (topic, message_key, payload, headers, created_at)"
+            " VALUES ($1, $2, convert_to($3, 'UTF8'), $4::jsonb, $5::timestamptz)",
+            topic, key_used, payload.dump(), headers.dump(), *created_at);
+        tx.commit();
+        ledger_.record(id, {key_used, 0, Outcome::committed, ""});  // a refusal was expected
+      } catch (const pqxx::check_violation&) {
+        ledger_.record(id, {key_used, 0, Outcome::rolled_back, ""});
+      } catch (const std::exception&) {
+        recover(false, id);
+        ledger_.record(id, {key_used, 0, Outcome::rolled_back, ""});
+      }
+      ++counts_.malformed;
+      return;
+    }
+    if (!reason.empty()) {
+      write_must_be_dead(id, topic, key_used, payload, headers, reason);
+      return;
+    }
     switch (n % 4) {
       case 0:
         topic.reset();
@@ -343,6 +393,15 @@ class Writer {
         reason = "too large";
         break;
     }
+    write_must_be_dead(id, topic, key, payload, headers, reason);
+  }
+
+  void write_must_be_dead(const std::string& id, const std::optional<std::string>& topic,
+                          const std::string& key, const nlohmann::json& payload,
+                          const nlohmann::json& headers, const std::string& reason) {
+    static constexpr const char* kInsert =
+        "INSERT INTO outbox.messages (topic, message_key, payload, headers)"
+        " VALUES ($1, $2, convert_to($3, 'UTF8'), $4::jsonb)";
     bool committing = false;
     try {
       pqxx::work tx{*connection_};
@@ -472,6 +531,7 @@ long unfinished_rows(const Options& options) {
 
 struct Verdict {
   long lost = 0, unexpected = 0, duplicated = 0, out_of_order = 0, stuck = 0, misparked = 0;
+  double lag_p99_ms = 0, lag_max_ms = 0;  ///< good rows: insert to recorded as published
   std::string first_problem;
   void note(const std::string& problem) {
     if (first_problem.empty()) first_problem = problem;
@@ -500,6 +560,19 @@ void check_parked(const Options& options, const std::map<std::string, Event>& ev
                                       : row->second.first + " (" + row->second.second + ")"));
     }
   }
+}
+
+/// How long good rows waited, insert to published: poison among them must not hold them back.
+void measure_lag(const Options& options, Verdict& verdict) {
+  pqxx::connection connection{options.database_url};
+  pqxx::nontransaction tx{connection};
+  const auto row = tx.exec1(
+      "SELECT coalesce(percentile_cont(0.99) WITHIN GROUP (ORDER BY lag), 0),"
+      "       coalesce(max(lag), 0)"
+      "  FROM (SELECT extract(epoch FROM published_at - created_at) * 1000 AS lag"
+      "          FROM outbox.messages WHERE state = 'published' AND headers ? 'event-id') l");
+  verdict.lag_p99_ms = row[0].as<double>();
+  verdict.lag_max_ms = row[1].as<double>();
 }
 
 Verdict check(const Options& options, const std::map<std::string, Event>& events, long stuck) {
@@ -537,6 +610,7 @@ Verdict check(const Options& options, const std::map<std::string, Event>& events
     }
   }
   check_parked(options, events, verdict);
+  measure_lag(options, verdict);
   return verdict;
 }
 
@@ -585,6 +659,13 @@ int main(int argc, char** argv) {
                  "Transactions that insert a malformed row (null or invalid topic, bad header, "
                  "oversized payload)")
       ->capture_default_str();
+  app.add_flag("--poison", options.poison,
+               "Malformed rows are of every hostile kind: a 5 kB key with no topic, a newline in "
+               "the topic, a 100 kB topic, a forged id header, an infinite created_at")
+      ->needs(app.get_option("--malformed-percent"));
+  app.add_option("--max-lag-ms", options.max_lag_ms,
+                 "Fail when the p99 insert-to-published time of good rows is over this (0: off)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (options.half_percent > 0 && options.status_port == 0) {
     std::cerr << "fault-checker: --half-percent needs --status-port\n";
@@ -627,7 +708,15 @@ int main(int argc, char** argv) {
     if (options.malformed_percent > 0) std::cout << " malformed=" << counts.malformed;
     std::cout << " lost=" << verdict.lost << " unexpected=" << verdict.unexpected
               << " duplicated=" << verdict.duplicated << " out_of_order=" << verdict.out_of_order
-              << " stuck=" << verdict.stuck << " misparked=" << verdict.misparked << "\n";
+              << " stuck=" << verdict.stuck << " misparked=" << verdict.misparked
+              << " lag_p99_ms=" << static_cast<long>(verdict.lag_p99_ms)
+              << " lag_max_ms=" << static_cast<long>(verdict.lag_max_ms) << "\n";
+    const bool lag_over = options.max_lag_ms > 0 && verdict.lag_p99_ms > options.max_lag_ms;
+    if (lag_over) {
+      std::cerr << "fault-checker: FAILED; good rows' p99 lag " << verdict.lag_p99_ms
+                << " ms is over " << options.max_lag_ms << " ms\n";
+      return 1;
+    }
     if (verdict.lost + verdict.unexpected + verdict.out_of_order + verdict.stuck +
             verdict.misparked >
         0) {
