@@ -102,6 +102,7 @@ class SweepState {
   void claim() {
     const std::vector<HalfMessage> due =
         store_.claim_due(config_.batch_size, config_.check_delay, lease());
+    report_problems(store_.take_claim_problems());
     idle_ = due.empty();
     for (const HalfMessage& message : due) {
       const auto endpoint = config_.endpoints.find(message.producer_group);
@@ -207,7 +208,21 @@ class SweepState {
 
   void flush() {
     if (records_.empty()) return;
-    for (const RowProblem& problem : store_.record(records_, config_.max_checks)) {
+    report_problems(store_.record(records_, config_.max_checks));
+    // One line per recorded batch, not per check: a failing endpoint must not flood the log.
+    std::string outcomes;
+    for (const auto& [outcome, count] : batch_outcomes_) {
+      outcomes += " " + outcome + "=" + std::to_string(count);
+    }
+    checkback_log()->info("event=checks_recorded rows={}{}{}", records_.size(), outcomes,
+                          first_failure_.empty() ? "" : " first_failure: " + first_failure_);
+    records_.clear();
+    batch_outcomes_.clear();
+    first_failure_.clear();
+  }
+
+  void report_problems(const std::vector<RowProblem>& problems) {
+    for (const RowProblem& problem : problems) {
       checkback_log()->error("event={} id={} reason=\"{}\"",
                              problem.quarantined ? "half_message_quarantined" : "row_parked_dead",
                              problem.id.value, printable(problem.reason));
@@ -219,16 +234,6 @@ class SweepState {
                    {{"action", problem.quarantined ? "quarantined" : "parked"}})
           .increment();
     }
-    // One line per recorded batch, not per check: a failing endpoint must not flood the log.
-    std::string outcomes;
-    for (const auto& [outcome, count] : batch_outcomes_) {
-      outcomes += " " + outcome + "=" + std::to_string(count);
-    }
-    checkback_log()->info("event=checks_recorded rows={}{}{}", records_.size(), outcomes,
-                          first_failure_.empty() ? "" : " first_failure: " + first_failure_);
-    records_.clear();
-    batch_outcomes_.clear();
-    first_failure_.clear();
   }
 
   void pause(milliseconds delay, const char* why) {

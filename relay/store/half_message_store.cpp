@@ -1,6 +1,7 @@
 #include "relay/store/half_message_store.hpp"
 
 #include <pqxx/pqxx>
+#include <utility>
 
 #include "relay/core/text.hpp"
 #include "relay/store/sql_errors.hpp"
@@ -10,22 +11,33 @@ namespace outbox {
 
 namespace {
 
-constexpr const char* kClaimDueSql =
-    "UPDATE outbox.messages m"
-    "   SET checking_until = clock_timestamp() + $3 * interval '1 millisecond'"
-    "  FROM (SELECT id FROM outbox.messages"
-    "         WHERE state = 'unknown'"
-    "           AND coalesce(next_attempt_at, created_at + $2 * interval '1 millisecond')"
-    "               <= clock_timestamp()"
-    "           AND (checking_until IS NULL OR checking_until < clock_timestamp())"
-    "           AND id <> ALL($4::bigint[])"
-    "         ORDER BY coalesce(next_attempt_at, created_at), id"
-    "         LIMIT $1"
-    "         FOR UPDATE SKIP LOCKED) due"
-    " WHERE m.id = due.id"
-    " RETURNING m.id, m.producer_group, m.transaction_id, m.topic, m.message_key,"
-    "           m.headers::text, m.check_count + 1,"
-    "           to_char(m.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')";
+// Due half messages: unknown, past their check time, not leased by another sweeper, not
+// quarantined here. `extra` narrows it (to one id, for isolation).
+std::string due_rows_sql(const std::string& extra) {
+  return "SELECT id FROM outbox.messages"
+         " WHERE state = 'unknown'"
+         "   AND coalesce(next_attempt_at, created_at + $2 * interval '1 millisecond')"
+         "       <= clock_timestamp()"
+         "   AND (checking_until IS NULL OR checking_until < clock_timestamp())"
+         "   AND id <> ALL($4::bigint[])" +
+         extra +
+         " ORDER BY coalesce(next_attempt_at, created_at), id"
+         " LIMIT $1";
+}
+
+// Leases the due rows for $3 ms and returns what a check needs.
+std::string claim_due_sql(const std::string& extra) {
+  return "UPDATE outbox.messages m"
+         "   SET checking_until = clock_timestamp() + $3 * interval '1 millisecond'"
+         "  FROM (" +
+         due_rows_sql(extra) +
+         " FOR UPDATE SKIP LOCKED) due"
+         " WHERE m.id = due.id"
+         " RETURNING m.id, m.producer_group, m.transaction_id, m.topic, m.message_key,"
+         "           m.headers::text, m.check_count + 1,"
+         "           to_char(m.created_at AT TIME ZONE 'UTC', "
+         "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')";
+}
 
 constexpr const char* kRecordSql =
     "UPDATE outbox.messages m SET"
@@ -65,7 +77,11 @@ std::string format_bool_array(const std::vector<bool>& values) {
 struct HalfMessageStore::Session {
   pqxx::connection connection;
   explicit Session(const std::string& connection_string) : connection(connection_string) {
-    connection.prepare("claim_due", kClaimDueSql);
+    connection.prepare("claim_due", claim_due_sql(""));
+    // For isolation: the due ids without leasing them, and the lease of one of them. The budget
+    // parameters are typed by the shared text; $3 is the lease, unused by the id list.
+    connection.prepare("due_ids", due_rows_sql(" AND $3::bigint > 0"));
+    connection.prepare("claim_one", claim_due_sql(" AND id = $5"));
     connection.prepare("record_checks", kRecordSql);
     connection.prepare("park_half_message", kParkSql);
   }
@@ -85,29 +101,64 @@ auto HalfMessageStore::run(const std::string& what, Work&& work) {
 HalfMessageStore::HalfMessageStore(const PostgresConfig& postgres) : postgres_(postgres) {}
 HalfMessageStore::~HalfMessageStore() = default;
 
+namespace {
+HalfMessage decode_half_message(const pqxx::row& row) {
+  HalfMessage message;
+  message.id = OutboxId{row[0].as<std::int64_t>()};
+  message.producer_group = row[1].is_null() ? "" : row[1].c_str();
+  message.transaction_id = row[2].is_null() ? "" : row[2].c_str();
+  if (!row[3].is_null()) message.topic = row[3].c_str();
+  if (!row[4].is_null()) message.key = row[4].c_str();
+  message.headers_json = row[5].c_str();
+  message.check_number = row[6].as<int>();
+  message.created_at = row[7].c_str();
+  return message;
+}
+}  // namespace
+
 std::vector<HalfMessage> HalfMessageStore::claim_due(int limit,
                                                      std::chrono::milliseconds default_delay,
                                                      std::chrono::milliseconds lease) {
-  const pqxx::result rows = run("claim half messages due for a check", [&](pqxx::connection& c) {
+  std::vector<HalfMessage> due;
+  try {
+    const pqxx::result rows = run("claim half messages due for a check", [&](pqxx::connection& c) {
+      pqxx::nontransaction tx{c};
+      return tx.exec_prepared("claim_due", limit, default_delay.count(), lease.count(),
+                              format_int_array(quarantined_ids_));
+    });
+    for (const auto& row : rows) due.push_back(decode_half_message(row));
+    return due;
+  } catch (const pqxx::sql_error&) {
+    // The lease is an UPDATE: one row that no UPDATE can change fails it for all. Lease them one
+    // by one, and keep the ones that fail out of later sweeps.
+  }
+  const pqxx::result ids = run("list half messages due", [&](pqxx::connection& c) {
     pqxx::nontransaction tx{c};
-    return tx.exec_prepared("claim_due", limit, default_delay.count(), lease.count(),
+    return tx.exec_prepared("due_ids", limit, default_delay.count(), lease.count(),
                             format_int_array(quarantined_ids_));
   });
-  std::vector<HalfMessage> due;
-  due.reserve(rows.size());
-  for (const auto& row : rows) {
-    HalfMessage message;
-    message.id = OutboxId{row[0].as<std::int64_t>()};
-    message.producer_group = row[1].is_null() ? "" : row[1].c_str();
-    message.transaction_id = row[2].is_null() ? "" : row[2].c_str();
-    if (!row[3].is_null()) message.topic = row[3].c_str();
-    if (!row[4].is_null()) message.key = row[4].c_str();
-    message.headers_json = row[5].c_str();
-    message.check_number = row[6].as<int>();
-    message.created_at = row[7].c_str();
-    due.push_back(std::move(message));
+  for (const auto& id_row : ids) {
+    const std::int64_t id = id_row[0].as<std::int64_t>();
+    try {
+      const pqxx::result one = run("lease a half message", [&](pqxx::connection& c) {
+        pqxx::nontransaction tx{c};
+        return tx.exec_prepared("claim_one", limit, default_delay.count(), lease.count(),
+                                format_int_array(quarantined_ids_), id);
+      });
+      for (const auto& row : one) due.push_back(decode_half_message(row));
+    } catch (const pqxx::sql_error& error) {
+      quarantined_ids_.push_back(id);
+      last_problems_.push_back(
+          {OutboxId{id}, std::nullopt,
+           capped(std::string("could not be leased for a check: ") + error.what(), kReasonBytes),
+           /*quarantined=*/true});
+    }
   }
   return due;
+}
+
+std::vector<RowProblem> HalfMessageStore::take_claim_problems() {
+  return std::exchange(last_problems_, {});
 }
 
 std::vector<RowProblem> HalfMessageStore::record(std::span<const CheckRecord> records,

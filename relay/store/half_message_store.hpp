@@ -35,8 +35,12 @@ class HalfMessageStore {
   /// Claims up to `limit` rows still 'unknown' whose check is due (next_attempt_at, or created_at +
   /// `default_delay` when the row has none) and not leased by another sweeper, and leases them for
   /// `lease`. SKIP LOCKED and the lease together keep two instances off the same row.
+  /// When the lease fails on one row's data, rows are leased one by one and the failing ones
+  /// quarantined (skipped until the process ends); take_claim_problems() returns them.
   std::vector<HalfMessage> claim_due(int limit, std::chrono::milliseconds default_delay,
                                      std::chrono::milliseconds lease);
+  /// The rows claim_due quarantined since the last call.
+  std::vector<RowProblem> take_claim_problems();
 
   /// Records checks in one statement. Only rows still 'unknown' change, so a writer's commit or
   /// rollback that landed during the check stands. A counted UNKNOWN that reaches `max_checks`
@@ -53,6 +57,7 @@ class HalfMessageStore {
   PostgresConfig postgres_;
   std::unique_ptr<Session> session_;
   std::vector<std::int64_t> quarantined_ids_;
+  std::vector<RowProblem> last_problems_;
 };
 
 }  // namespace outbox

@@ -293,3 +293,44 @@ TEST_CASE("the example writer's crashed payments are resolved through its own en
   CHECK(database.count("transaction_id IS NOT NULL") == 60);
   CHECK(database.count("check_count > 0") > 0);  // some really were resolved by check-back
 }
+
+TEST_CASE("a half message that cannot be recorded holds back only itself: the sweeper goes on") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  const std::string topic = unique_name("cb_poison");
+  // No UPDATE of 'cursed' works, so not even its lease for a check; 'stubborn' takes the lease
+  // but cannot change state, so recording its answer fails, and so does parking it.
+  database.execute(
+      "CREATE FUNCTION public.refuse() RETURNS trigger LANGUAGE plpgsql AS $$"
+      " BEGIN RAISE EXCEPTION 'this row cannot change'; END $$");
+  database.execute(
+      "CREATE TRIGGER cursed BEFORE UPDATE ON outbox.messages FOR EACH ROW"
+      " WHEN (OLD.transaction_id = 'cursed' OR"
+      "       (OLD.transaction_id = 'stubborn' AND NEW.state <> OLD.state))"
+      " EXECUTE FUNCTION public.refuse()");
+  StatusEndpoint endpoint([](const json& request) {
+    const std::string transaction = transaction_of(request);
+    return StatusEndpoint::status(transaction.rfind("go-", 0) == 0 ? "COMMIT" : "UNKNOWN");
+  });
+  // Exhausted at its first UNKNOWN: parked dead with a 5 kB key (a btree entry's limit is ~2.7 kB).
+  const long long long_key = prepare(database, topic, "long-key", std::string(5000, 'k'));
+  const long long cursed = prepare(database, topic, "cursed", "cursed-key");
+  const long long stubborn = prepare(database, topic, "stubborn", "stubborn-key");
+  RelayProcess relay(checkback_config(database, endpoint, {{"checkback.max_checks", "1"}}));
+  REQUIRE_MESSAGE(eventually([&] { return column(database, "state", long_key) == "dead"; }, 30s),
+                  relay.log_tail());
+  CHECK(column(database, "last_error", long_key) == "check-back exhausted");
+  // Half messages written after the two poisons are still checked and published.
+  for (int i = 0; i < 20; ++i) prepare(database, topic, "go-" + std::to_string(i));
+  REQUIRE_MESSAGE(eventually([&] { return database.count("state = 'published'") == 20; }, 60s),
+                  relay.log_tail());
+  const std::string log = relay.log_tail(std::string::npos);
+  for (const long long id : {cursed, stubborn}) {
+    CHECK(column(database, "state", id) == "unknown");
+    CHECK(log.find("event=half_message_quarantined id=" + std::to_string(id)) != std::string::npos);
+  }
+  // Quarantined: never asked, or asked once, not again and again.
+  CHECK(endpoint.requests_for(cursed) == 0);
+  CHECK(endpoint.requests_for(stubborn) == 1);
+  CHECK(relay.starts_logged() == 1);
+}
