@@ -119,10 +119,41 @@ int run_relay(const std::string& config_path) {
 
 int migrate(const std::string& config_path) {
   const Config config = load_and_set_up(config_path);
-  const std::vector<int> applied = apply_migrations(config.postgres, config.relay.notify);
+  const std::vector<int> applied =
+      apply_migrations(config.postgres, config.relay.notify, config.relay.lanes);
   std::cout << (applied.empty() ? "schema is up to date"
                                 : "applied " + std::to_string(applied.size()) + " migration(s)")
             << "; NOTIFY wake-up " << (config.relay.notify ? "on" : "off") << '\n';
+  return kExitOk;
+}
+
+int show_lanes(const std::string& config_path) {
+  const Config config = load_and_set_up(config_path);
+  const std::optional<int> stored = stored_lane_count(config.postgres);
+  if (!stored) {
+    std::cout << "no lane count stored yet; the first migrate or run stores relay.lanes ("
+              << config.relay.lanes << ")\n";
+    return kExitOk;
+  }
+  std::cout << "lanes " << *stored << (*stored == config.relay.lanes ? "" : " (relay.lanes in ")
+            << (*stored == config.relay.lanes
+                    ? ""
+                    : config_path + " is " + std::to_string(config.relay.lanes) + ")")
+            << '\n';
+  return kExitOk;
+}
+
+int set_lanes(const std::string& config_path, int lanes) {
+  if (lanes < 1 || lanes > 1024 || (lanes & (lanes - 1)) != 0) {
+    std::cerr << "outbox-relay lanes set: the lane count must be a power of two from 1 to 1024 "
+                 "(got "
+              << lanes << ")\n";
+    return kExitUsage;
+  }
+  const Config config = load_and_set_up(config_path);
+  const int old = change_lane_count(config.postgres, lanes);
+  std::cout << "lanes " << old << " -> " << lanes << "; set relay.lanes: " << lanes
+            << " in every instance's configuration\n";
   return kExitOk;
 }
 
@@ -132,6 +163,7 @@ int check_config(const std::string& config_path, bool print_reference) {
     return kExitOk;
   }
   const Config config = load_config_file(config_path);
+  session_connection_string(config.postgres);  // throws ConfigError when libpq cannot parse it
   std::cout << config_path << ": valid (postgres " << redact_postgres_url(config.postgres.url)
             << ", kafka " << config.kafka.bootstrap_servers << ")\n";
   return kExitOk;
@@ -205,6 +237,17 @@ int run_command_line(int argc, char** argv) {
   dead_discard->add_option("--batch-size", batch_size, "Rows per transaction")
       ->capture_default_str();
 
+  CLI::App* lanes_command =
+      app.add_subcommand("lanes", "Show or change the lane count all instances share");
+  lanes_command->require_subcommand(1);
+  CLI::App* lanes_show = lanes_command->add_subcommand("show", "Print the stored lane count");
+  add_config_option(lanes_show)->required();
+  CLI::App* lanes_set = lanes_command->add_subcommand(
+      "set", "Store a new lane count (a power of two); refused while any instance runs");
+  add_config_option(lanes_set)->required();
+  int new_lanes = 0;
+  lanes_set->add_option("LANES", new_lanes, "The new count")->required();
+
   CLI::App* purge_command = app.add_subcommand(
       "purge", "Delete finished rows older than retention.keep_finished_ms, in batches");
   add_config_option(purge_command)->required();
@@ -224,12 +267,17 @@ int run_command_line(int argc, char** argv) {
     if (*dead_requeue) return requeue_dead(load_and_set_up(config_path), filter, batch_size);
     if (*dead_discard) return discard_dead(load_and_set_up(config_path), filter, why, batch_size);
     if (*purge_command) return purge(load_and_set_up(config_path));
+    if (*lanes_show) return show_lanes(config_path);
+    if (*lanes_set) return set_lanes(config_path, new_lanes);
     if (check->parsed() && !print_reference && config_path.empty()) {
       std::cerr << "outbox-relay check-config: --config is required\n";
       return kExitUsage;
     }
     return check_config(config_path, print_reference);
   } catch (const ConfigError& error) {
+    std::cerr << "outbox-relay: invalid configuration: " << error.what() << '\n';
+    return kExitConfig;
+  } catch (const LaneCountMismatch& error) {
     std::cerr << "outbox-relay: invalid configuration: " << error.what() << '\n';
     return kExitConfig;
   } catch (const PublisherConfigError& error) {

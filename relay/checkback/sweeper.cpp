@@ -58,7 +58,8 @@ class SweepState {
         store_(config.postgres),
         checker_(config_.max_response_bytes,
                  [this](CheckResult result) { finished(std::move(result)); }),
-        store_backoff_(config.relay.backoff_initial, config.relay.backoff_max),
+        store_backoff_(config.relay.backoff_initial,
+                       std::min(config.relay.backoff_max, kReconnectBackoffMax)),
         random_(std::random_device{}()) {}
 
   void run() {

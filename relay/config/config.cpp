@@ -91,8 +91,10 @@ const std::vector<Property>& properties() {
        "LISTEN for the insert trigger's NOTIFY; migrate turns the trigger on or off to match.", 0,
        0, [](Config& c, const std::string& v) { c.relay.notify = v == "true"; }},
       {"relay.lanes", ValueKind::integer, "16", "1..1024, a power of two",
-       "Slices of the key space that relay instances divide among them; same on every instance.", 1,
-       1024, [](Config& c, const std::string& v) { c.relay.lanes = static_cast<int>(to_int(v)); }},
+       "Slices of the key space that relay instances divide among them; stored in the database on "
+       "first use, and an instance with another count refuses to start (outbox-relay lanes set).",
+       1, 1024,
+       [](Config& c, const std::string& v) { c.relay.lanes = static_cast<int>(to_int(v)); }},
       {"relay.lane_rebalance_interval_ms", ValueKind::integer, "1000", "100..600000",
        "How often an instance takes free lanes or gives up extra ones.", 100, 600000,
        [](Config& c, const std::string& v) {

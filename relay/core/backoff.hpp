@@ -8,6 +8,11 @@
 
 namespace outbox {
 
+/// The longest wait between two attempts to reach PostgreSQL again. A connection attempt is cheap
+/// for the server, and a relay that waited relay.backoff_max_ms (30 s) after a database restart
+/// sat idle that long while the database was back and other instances took all its lanes.
+constexpr std::chrono::milliseconds kReconnectBackoffMax{1000};
+
 /// Delays grow as initial * 2^failures, capped at `max`, and each is drawn uniformly from
 /// [delay/2, delay] ("equal jitter") so instances that failed together do not retry together.
 /// Not thread-safe; one per retry loop.

@@ -168,7 +168,8 @@ class LoopState {
         store_(config.postgres, config.routing, config.relay, published_rows_of(config)),
         publisher_(make_publisher()),
         recorder_(config.postgres, config.relay, published_rows_of(config)),
-        store_backoff_(config.relay.backoff_initial, config.relay.backoff_max),
+        store_backoff_(config.relay.backoff_initial,
+                       std::min(config.relay.backoff_max, kReconnectBackoffMax)),
         holds_(config.relay.backoff_initial, config.relay.backoff_max),
         limits_{config.relay.batch_size, config.relay.batch_max_bytes,
                 producer_message_max_bytes(config.kafka)} {}

@@ -3,6 +3,7 @@
 #include <pqxx/pqxx>
 
 #include "migrations.generated.hpp"
+#include "relay/store/lane_settings.hpp"
 #include "relay/store/sql_errors.hpp"
 #include "relay/store/store.hpp"
 
@@ -13,7 +14,7 @@ namespace {
 constexpr std::int64_t kMigrationLockKey = 0x6f62786d69677261;  // "obxmigra"
 }  // namespace
 
-std::vector<int> apply_migrations(const PostgresConfig& postgres, bool notify) {
+std::vector<int> apply_migrations(const PostgresConfig& postgres, bool notify, int lanes) {
   std::vector<int> applied;
   with_store_errors(
       "migrate " + redact_postgres_url(postgres.url),
@@ -49,6 +50,7 @@ std::vector<int> apply_migrations(const PostgresConfig& postgres, bool notify) {
         pqxx::work tx{connection};
         tx.exec_params("SELECT outbox.set_notify($1)", notify);
         tx.commit();
+        agree_on_lane_count(connection, lanes);
       },
       [] {});
   return applied;

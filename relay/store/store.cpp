@@ -2,13 +2,16 @@
 
 #include <spdlog/spdlog.h>
 
+#include <libpq-fe.h>
 #include <algorithm>
+
 #include <pqxx/pqxx>
 #include <thread>
 
 #include "relay/core/assert.hpp"
 #include "relay/core/routing.hpp"
 #include "relay/core/text.hpp"
+#include "relay/store/lane_settings.hpp"
 #include "relay/store/sql_errors.hpp"
 
 namespace outbox {
@@ -18,9 +21,10 @@ namespace {
 // Advisory lock keys, in the two-int4 form: (kLaneLockClass, lane) for lane leases and
 // (kMemberLockClass, 0), held in shared mode by every instance, to count instances.
 // Advisory locks are per database, so two outboxes in two databases never collide.
-constexpr int kLaneLockClass = 0x6f627831;    // "obx1"
-constexpr int kMemberLockClass = 0x6f62786d;  // "obxm"
+constexpr int kLaneLockClass = 0x6f627831;  // "obx1"
 constexpr const char* kNotifyChannel = "outbox_relay";
+// A session whose peer does not acknowledge sent data for this long is broken (both sides).
+constexpr int kSessionTcpUserTimeoutMs = 10000;
 // What a row weighs for the claim's byte budget.
 constexpr std::string_view kRowBytes =
     "(coalesce(octet_length(m.payload), 0) + coalesce(octet_length(m.message_key), 0))::bigint";
@@ -169,25 +173,68 @@ std::string_view outcome_code(DeliveryOutcome outcome) {
 }  // namespace
 
 std::string session_connection_string(const PostgresConfig& postgres) {
-  const std::string& url = postgres.url;
-  const bool is_uri = url.starts_with("postgres://") || url.starts_with("postgresql://");
-  const std::string timeout_seconds =
-      std::to_string(std::max<std::int64_t>(1, (postgres.connect_timeout.count() + 999) / 1000));
-  std::string result = url;
-  auto add = [&](const std::string& name, const std::string& value) {
-    if (url.find(name + "=") != std::string::npos) return;
-    if (is_uri) {
-      result += (result.find('?') == std::string::npos ? "?" : "&") + name + "=" + value;
-    } else {
-      result += (result.empty() ? "" : " ") + name + "=" + value;
+  // libpq's own parser reads both forms (URI and keyword=value) exactly as libpq will; the result
+  // is written back as keyword='value' pairs with the relay's settings added where the user set
+  // none. Its error text is not passed on: for a malformed URL it quotes the password.
+  char* parse_error = nullptr;
+  std::unique_ptr<PQconninfoOption, decltype(&PQconninfoFree)> parsed(
+      PQconninfoParse(postgres.url.c_str(), &parse_error), &PQconninfoFree);
+  if (!parsed) {
+    PQfreemem(parse_error);
+    throw ConfigError("postgres.url", 0, "",
+                      "not a connection string libpq can parse (its reason is not shown: it may "
+                      "quote the password)");
+  }
+  std::vector<std::pair<std::string, std::string>> settings;
+  std::string user_options;
+  for (const PQconninfoOption* option = parsed.get(); option->keyword; ++option) {
+    if (!option->val) continue;
+    if (std::string_view(option->keyword) == "options") {
+      user_options = option->val;
+      continue;
     }
+    settings.emplace_back(option->keyword, option->val);
+  }
+  auto set_default = [&](const std::string& keyword, const std::string& value) {
+    const bool given = std::any_of(settings.begin(), settings.end(),
+                                   [&](const auto& setting) { return setting.first == keyword; });
+    if (!given) settings.emplace_back(keyword, value);
   };
-  add("connect_timeout", timeout_seconds);
-  add("application_name", "outbox-relay");
-  // The claim's plan is estimated expensive (a per-row dead-key subplan over the whole backlog),
-  // so with PostgreSQL's default jit=on every claim paid ~8 ms of JIT compilation per 1000 rows,
-  // three times the query itself. A user's own "options" in the URL is left as it is.
-  add("options", is_uri ? "-c%20jit%3Doff" : "'-c jit=off'");
+  set_default("connect_timeout", std::to_string(std::max<std::int64_t>(
+                                     1, (postgres.connect_timeout.count() + 999) / 1000)));
+  set_default("application_name", "outbox-relay");
+  // Every session has a deadline of its own, so a peer that vanishes (a silent partition, a host
+  // gone) is noticed in seconds rather than when the kernel gives up (minutes to hours): TCP
+  // keepalives and tcp_user_timeout on the relay's side, and the same for the server's side of the
+  // session, so that PostgreSQL ends the backend of a relay that disappeared and its advisory
+  // locks (lane leases) fall.
+  set_default("keepalives", "1");
+  set_default("keepalives_idle", "5");
+  set_default("keepalives_interval", "2");
+  set_default("keepalives_count", "3");
+  set_default("tcp_user_timeout", std::to_string(kSessionTcpUserTimeoutMs));
+  // jit=off: the claim's plan is estimated expensive (a per-row dead-key subplan over the whole
+  // backlog), so with PostgreSQL's default every claim paid ~8 ms of JIT compilation per 1000
+  // rows, three times the query itself. lock_timeout: a relay statement that would queue behind
+  // an exclusive lock (a migration, an operator's DDL) fails and is retried instead of holding
+  // every writer queued behind it. The user's own options come last, so they win.
+  std::string options =
+      "-c jit=off -c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2"
+      " -c tcp_keepalives_count=3 -c tcp_user_timeout=" +
+      std::to_string(kSessionTcpUserTimeoutMs) + " -c lock_timeout=10s";
+  if (!user_options.empty()) options += " " + user_options;
+  settings.emplace_back("options", options);
+
+  std::string result;
+  for (const auto& [keyword, value] : settings) {
+    if (!result.empty()) result += ' ';
+    result += keyword + "='";
+    for (char c : value) {
+      if (c == '\'' || c == '\\') result += '\\';
+      result += c;
+    }
+    result += '\'';
+  }
   return result;
 }
 
@@ -249,6 +296,8 @@ void OutboxStore::ensure_connected() {
       pqxx::nontransaction join{session->connection};
       join.exec_params("SELECT pg_advisory_lock_shared($1, 0)", kMemberLockClass);
       join.commit();
+      // After joining: a `lanes set` that counted no instance has committed, or waits for us.
+      agree_on_lane_count(session->connection, relay_.lanes);
       if (relay_.notify) session->wakeups = std::make_unique<WakeupReceiver>(session->connection);
     }
     session_ = std::move(session);
@@ -279,14 +328,7 @@ LaneOwnership OutboxStore::rebalance_lanes(bool may_release) {
   return run("rebalance lanes", [&] {
     pqxx::nontransaction tx{session_->connection};
     LaneOwnership ownership;
-    ownership.instances =
-        std::max(1, tx.exec_params1("SELECT count(DISTINCT pid)::int FROM pg_locks"
-                                    " WHERE locktype = 'advisory' AND granted"
-                                    "   AND database = (SELECT oid FROM pg_database"
-                                    "                    WHERE datname = current_database())"
-                                    "   AND classid = $1 AND objid = 0 AND objsubid = 2",
-                                    kMemberLockClass)[0]
-                        .as<int>());
+    ownership.instances = std::max(1, count_instances(tx));
     ownership.fair_share = (relay_.lanes + ownership.instances - 1) / ownership.instances;
 
     auto& owned = session_->owned_lanes;

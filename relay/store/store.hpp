@@ -46,6 +46,14 @@ struct RowProblem {
   bool quarantined = false;
 };
 
+/// The lane count stored in the database (outbox.relay_settings) is not relay.lanes. Not
+/// retriable: two instances with different counts split keys differently, so a row would belong
+/// to no instance or to two. The message names both counts and what to do.
+class LaneCountMismatch : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 /// A batch of pending rows read from the outbox, in id order.
 struct ClaimedBatch {
   std::vector<OutboxRow> rows;
@@ -147,10 +155,22 @@ class OutboxStore {
 /// advisory lock, so two processes migrating at once do not collide; then sets the NOTIFY trigger
 /// to `notify`. Returns the versions applied now (empty when up to date). Throws StoreUnavailable
 /// or std::runtime_error with the failing migration's name.
-std::vector<int> apply_migrations(const PostgresConfig& postgres, bool notify);
+/// Also stores `lanes` as the outbox's lane count on first use; throws LaneCountMismatch when
+/// another count is stored.
+std::vector<int> apply_migrations(const PostgresConfig& postgres, bool notify, int lanes);
 
-/// The connection string with the relay's session settings (connect_timeout, application_name)
-/// added unless the user set them.
+/// The outbox's stored lane count; nullopt before the first `migrate` or `run`.
+std::optional<int> stored_lane_count(const PostgresConfig& postgres);
+
+/// Stores a new lane count. Refuses (std::runtime_error saying how many) while any relay instance
+/// is connected to this outbox: instances read the count when they connect, and one running with
+/// the old count beside one with the new would split keys two ways. With every instance stopped
+/// nothing is in flight, and pending rows simply hash to the new lanes. Returns the old count.
+int change_lane_count(const PostgresConfig& postgres, int lanes);
+
+/// The connection string with the relay's session settings (connect_timeout, application_name,
+/// keepalives, tcp_user_timeout, and server-side settings through options) added unless the user
+/// set them. Throws ConfigError when libpq cannot parse postgres.url.
 std::string session_connection_string(const PostgresConfig& postgres);
 
 /// PostgreSQL's array literal for a list of values, e.g. {1,2,3} or {"a b",NULL}.

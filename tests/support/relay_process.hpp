@@ -25,7 +25,7 @@ class RelayProcess {
 
   void kill_hard();  ///< SIGKILL and reap
   /// SIGTERM, then waits up to `timeout` for the exit; returns the exit code (-1 if killed/timed
-  /// out).
+  /// out). When the relay had already exited (seen by running()), returns its exit code.
   int terminate(std::chrono::milliseconds timeout = std::chrono::seconds(20));
   bool running();
   std::string log_tail(std::size_t bytes = 4000) const;
@@ -40,6 +40,7 @@ class RelayProcess {
 
  private:
   pid_t pid_ = -1;
+  int exit_code_ = -1;
   std::string log_path_;
 };
 

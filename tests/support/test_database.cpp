@@ -12,7 +12,7 @@ TestDatabase::TestDatabase(bool notify)
   tx.exec("CREATE DATABASE " + tx.quote_name(name_));
   PostgresConfig postgres;
   postgres.url = url_;
-  apply_migrations(postgres, notify);
+  apply_migrations(postgres, notify, RelayConfig{}.lanes);
 }
 
 TestDatabase::~TestDatabase() {

@@ -149,18 +149,40 @@ TEST_CASE("array literals for PostgreSQL quote and escape every element") {
 }
 
 TEST_CASE("the relay adds its session settings to both connection string forms") {
+  const std::string deadlines =
+      " keepalives='1' keepalives_idle='5' keepalives_interval='2' keepalives_count='3'"
+      " tcp_user_timeout='10000'";
+  const std::string options =
+      "-c jit=off -c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2"
+      " -c tcp_keepalives_count=3 -c tcp_user_timeout=10000 -c lock_timeout=10s";
   PostgresConfig postgres;
   postgres.url = "postgresql://u@h:5432/db";
   CHECK(session_connection_string(postgres) ==
-        "postgresql://u@h:5432/"
-        "db?connect_timeout=5&application_name=outbox-relay&options=-c%20jit%3Doff");
-  postgres.url = "postgresql://u@h/db?sslmode=require&connect_timeout=2";
+        "user='u' dbname='db' host='h' port='5432' connect_timeout='5'"
+        " application_name='outbox-relay'" +
+            deadlines + " options='" + options + "'");
+  // What the user set wins; the user's own options come after the relay's.
+  postgres.url =
+      "postgresql://u:p%27w@h/db?sslmode=require&connect_timeout=2&options=-c%20work_mem%3D8MB";
   CHECK(session_connection_string(postgres) ==
-        "postgresql://u@h/db?sslmode=require&connect_timeout=2&application_name=outbox-relay&"
-        "options=-c%20jit%3Doff");
-  postgres.url = "host=h dbname=db";
+        "user='u' password='p\\'w' connect_timeout='2' dbname='db' host='h' sslmode='require'"
+        " application_name='outbox-relay'" +
+            deadlines + " options='" + options + " -c work_mem=8MB'");
+  postgres.url = "host=h dbname=db keepalives_idle=30";
   CHECK(session_connection_string(postgres) ==
-        "host=h dbname=db connect_timeout=5 application_name=outbox-relay options='-c jit=off'");
+        "dbname='db' host='h' keepalives_idle='30' connect_timeout='5'"
+        " application_name='outbox-relay' keepalives='1' keepalives_interval='2'"
+        " keepalives_count='3' tcp_user_timeout='10000' options='" +
+            options + "'");
+  // libpq's reason for a malformed URL quotes the password, so it is not passed on.
+  postgres.url = "postgresql://u:secret%zz@h/db";
+  CHECK_THROWS_WITH_AS(session_connection_string(postgres), doctest::Contains("libpq can parse"),
+                       ConfigError);
+  try {
+    session_connection_string(postgres);
+  } catch (const std::exception& error) {
+    CHECK(std::string(error.what()).find("secret") == std::string::npos);
+  }
 }
 
 TEST_CASE("the README's configuration reference is the one the code declares") {

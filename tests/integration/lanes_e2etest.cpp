@@ -1,0 +1,76 @@
+// Specifications of what the instances of one outbox share: the lane count lives in the database,
+// and an instance comes back quickly after PostgreSQL does.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <thread>
+
+#include "tests/support/kafka_reader.hpp"
+#include "tests/support/relay_process.hpp"
+#include "tests/support/services.hpp"
+#include "tests/support/test_database.hpp"
+
+using namespace outbox::test;
+using namespace std::chrono_literals;
+
+TEST_CASE("an instance configured with another lane count than the outbox's refuses to start") {
+  REQUIRE_SERVICES();
+  TestDatabase database;  // migrated with the default, 16 lanes
+  const std::string sixteen = write_relay_config(database.url());
+  const std::string thirty_two = write_relay_config(database.url(), {{"relay.lanes", "32"}});
+  CHECK(relay_command("lanes show --config " + sixteen).output == "lanes 16\n");
+  CHECK(relay_command("migrate --config " + thirty_two).exit_code == 78);
+
+  RelayProcess relay(thirty_two);
+  REQUIRE(eventually([&] { return !relay.running(); }, 20s));
+  CHECK(relay.terminate() == 78);
+  const std::string log = relay.log_tail();
+  CHECK(log.find("relay.lanes is 32 but this outbox's instances share 16 lanes") !=
+        std::string::npos);
+  CHECK(relay_command("lanes show --config " + thirty_two).output ==
+        "lanes 16 (relay.lanes in " + thirty_two + " is 32)\n");
+}
+
+TEST_CASE("the lane count changes only while no instance runs, and rows flow with the new one") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  const std::string topic = unique_name("lanes");
+  const std::string sixteen = write_relay_config(database.url());
+  const std::string four = write_relay_config(database.url(), {{"relay.lanes", "4"}});
+  {
+    RelayProcess relay(sixteen);
+    REQUIRE(eventually(
+        [&] { return relay.log_tail().find("lanes_rebalanced") != std::string::npos; }, 20s));
+    CHECK(relay_command("lanes set 4 --config " + sixteen).exit_code == 1);
+    CHECK(relay_command("lanes show --config " + sixteen).output == "lanes 16\n");
+    CHECK(relay.terminate() == 0);
+  }
+  CHECK(relay_command("lanes set 3 --config " + four).exit_code == 64);
+  const auto changed = relay_command("lanes set 4 --config " + four);
+  CHECK(changed.exit_code == 0);
+  CHECK(changed.output.find("lanes 16 -> 4") != std::string::npos);
+  database.execute("SELECT outbox.publish($1, 'k' || n, 'x'::text) FROM generate_series(1, 100) n",
+                   topic);
+  RelayProcess first(four), second(four);
+  REQUIRE_MESSAGE(eventually([&] { return database.count("state = 'pending'") == 0; }, 60s),
+                  first.log_tail() << second.log_tail());
+  CHECK(read_topic(topic).size() == 100);  // each row once: both instances hash with 4 lanes
+}
+
+TEST_CASE("after a PostgreSQL restart the relay publishes again within seconds, not its backoff") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  const std::string topic = unique_name("pg_back");
+  // The longest backoff this relay would use for anything: the PostgreSQL reconnect is capped
+  // well below it.
+  RelayProcess relay(write_relay_config(database.url(), {{"relay.backoff_max_ms", "60000"}}));
+  database.execute("SELECT outbox.publish($1, 'k', 'before'::text)", topic);
+  REQUIRE(eventually([&] { return database.count("state = 'published'") == 1; }, 30s));
+  // Down long enough for the relay's attempts to fail several times and its backoff to grow.
+  run_services_script("postgres-stop");
+  std::this_thread::sleep_for(8s);
+  run_services_script("postgres-start");
+  database.execute("SELECT outbox.publish($1, 'k', 'after'::text)", topic);
+  CHECK_MESSAGE(eventually([&] { return database.count("state = 'published'") == 2; }, 3s),
+                relay.log_tail());
+}
