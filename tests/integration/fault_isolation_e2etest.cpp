@@ -305,3 +305,41 @@ TEST_CASE("memory follows the byte budget, not rows times payload") {
   CHECK(peak_kb < 128 * 1024);
   CHECK(read_topic(topic).size() == 300);
 }
+
+TEST_CASE("a row the claim cannot read is found, parked with its reason, and the rest flows") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  const std::string topic = unique_name("unreadable");
+  // A routing column whose cast to text fails for one value: the claim's statement fails on that
+  // row's data, which no expression of the relay can guard against.
+  database.execute("CREATE TYPE public.route AS (name text)");
+  database.execute(
+      "CREATE FUNCTION public.route_text(r public.route) RETURNS text LANGUAGE plpgsql AS $$"
+      " BEGIN IF r.name = 'unreadable' THEN RAISE EXCEPTION 'cannot read this route'; END IF;"
+      " RETURN r.name; END $$");
+  database.execute(
+      "CREATE CAST (public.route AS text) WITH FUNCTION public.route_text(public.route)");
+  database.execute("ALTER TABLE outbox.messages ADD COLUMN route public.route");
+  auto insert = [&](const std::string& route, const std::string& key, const std::string& payload) {
+    database.execute(
+        "INSERT INTO outbox.messages (route, message_key, payload)"
+        " VALUES (ROW($1)::public.route, $2, convert_to($3, 'UTF8'))",
+        route, key, payload);
+  };
+  for (int i = 1; i <= 5; ++i) insert(topic, "good", "good:" + std::to_string(i));
+  insert("unreadable", "bad", "bad:1");
+  for (int i = 6; i <= 10; ++i) insert(topic, "good", "good:" + std::to_string(i));
+
+  RelayProcess relay(write_relay_config(
+      database.url(), {{"routing.topic_column", "route"}, {"metrics.enabled", "false"}}));
+  REQUIRE_MESSAGE(eventually([&] { return database.count("state = 'published'") == 10; }, 30s),
+                  relay.log_tail());
+  CHECK(database.count("state = 'dead' AND message_key = 'bad'"
+                       " AND last_error LIKE 'could not be read: %cannot read this route%'") == 1);
+  require_in_order(read_topic(topic), 1, 10);
+  const std::string log = relay.log_tail(std::string::npos);
+  CHECK(log.find("event=claim_failed") != std::string::npos);
+  CHECK(log.find("event=row_parked_dead id=6 ") != std::string::npos);
+  CHECK(relay.running());
+  CHECK(relay.starts_logged() == 1);
+}
