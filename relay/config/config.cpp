@@ -100,6 +100,11 @@ const std::vector<Property>& properties() {
        [](Config& c, const std::string& v) {
          c.relay.lane_rebalance_interval = milliseconds(to_int(v));
        }},
+      {"relay.lease_timeout_ms", ValueKind::integer, "15000", "1000..600000",
+       "An instance that has not renewed its heartbeat (every lane_rebalance_interval_ms) for this "
+       "long is ended by the others and its lanes move; it stops producing before that.",
+       1000, 600000,
+       [](Config& c, const std::string& v) { c.relay.lease_timeout = milliseconds(to_int(v)); }},
       {"relay.backoff_initial_ms", ValueKind::integer, "100", "1..600000",
        "First retry delay after a PostgreSQL or Kafka failure; doubles per failure, with jitter.",
        1, 600000,
@@ -534,6 +539,12 @@ class Parser {
     if (config.relay.poll_interval < config.relay.poll_interval_min) {
       throw ConfigError(source_, line("relay.poll_interval_ms"), "relay.poll_interval_ms",
                         "must be at least relay.poll_interval_min_ms");
+    }
+    if (config.relay.lease_timeout < 3 * config.relay.lane_rebalance_interval) {
+      throw ConfigError(
+          source_, line("relay.lease_timeout_ms"), "relay.lease_timeout_ms",
+          "must be at least 3 x relay.lane_rebalance_interval_ms (heartbeats are sent "
+          "every rebalance interval)");
     }
     if (config.relay.backoff_max < config.relay.backoff_initial) {
       throw ConfigError(source_, line("relay.backoff_max_ms"), "relay.backoff_max_ms",

@@ -46,6 +46,8 @@ struct RelayConfig {
   bool notify = false;                             ///< LISTEN for the insert trigger's NOTIFY
   std::int32_t lanes = 16;                         ///< a power of two; the same on every instance
   std::chrono::milliseconds lane_rebalance_interval{1000};
+  /// An instance that has not renewed its heartbeat for this long loses its lanes.
+  std::chrono::milliseconds lease_timeout{15000};
   std::chrono::milliseconds backoff_initial{100};
   std::chrono::milliseconds backoff_max{30000};
   std::chrono::milliseconds shutdown_timeout{10000};

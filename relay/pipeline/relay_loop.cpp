@@ -70,6 +70,19 @@ struct LoopMetrics {
             "Rows a statement could not read or record, taken out of the way: parked dead with "
             "the reason, or quarantined (excluded until restart) when even parking failed.",
             {{"action", "parked"}})),
+        heartbeats(registry.counter("outbox_lease_heartbeats_total",
+                                    "Heartbeats this instance renewed (one per rebalance).")),
+        instances_ended(registry.counter(
+            "outbox_lease_instances_ended_total",
+            "Instances whose heartbeat expired and whose session this instance ended, so that "
+            "their lanes could move.")),
+        fenced(registry.counter("outbox_lease_fenced_total",
+                                "Times this instance stopped producing for its lanes because its "
+                                "heartbeat could not be renewed in time (self-fencing).")),
+        fenced_unrecorded(registry.counter(
+            "outbox_lease_fenced_unrecorded_deliveries_total",
+            "Messages acknowledged by Kafka but not yet recorded when this instance fenced "
+            "itself: the lanes' next owner publishes them again.")),
         quarantined(registry.counter(
             "outbox_rows_isolated_total",
             "Rows a statement could not read or record, taken out of the way: parked dead with "
@@ -86,6 +99,10 @@ struct LoopMetrics {
   Gauge& producer_queue;
   Gauge& topics_held;
   Counter& isolated_parked;
+  Counter& heartbeats;
+  Counter& instances_ended;
+  Counter& fenced;
+  Counter& fenced_unrecorded;
   Counter& quarantined;
 };
 
@@ -181,6 +198,8 @@ class LoopState {
         step();
         ever_connected = true;
         store_backoff_.reset();
+      } catch (const LeaseLost& error) {
+        fence(error.what());
       } catch (const StoreUnavailable& error) {
         readiness_.postgres = false;
         const milliseconds delay = store_backoff_.next_delay();
@@ -215,6 +234,11 @@ class LoopState {
   }
 
   void step() {
+    // First, before anything is produced or polled: a lease this instance could not renew in time
+    // may be another's by now.
+    if (owned_lanes_ > 0 && Clock::now() >= lease_valid_until_) {
+      fence("the heartbeat was not renewed within relay.lease_timeout_ms");
+    }
     if (!store_.connected()) {
       store_.ensure_connected();
       next_rebalance_ = Clock::now();  // leases died with the old session
@@ -242,7 +266,8 @@ class LoopState {
   bool nothing_in_flight() const { return in_flight_.empty() && stalled_.empty(); }
 
   bool can_claim() const {
-    return !caught_up_ && !releasing_lanes_ && stalled_bytes() < in_flight_byte_limit() &&
+    return !caught_up_ && !releasing_lanes_ && Clock::now() < lease_valid_until_ &&
+           stalled_bytes() < in_flight_byte_limit() &&
            in_flight_.size() < static_cast<std::size_t>(config_.relay.max_in_flight_batches);
   }
 
@@ -263,6 +288,9 @@ class LoopState {
 
   void rebalance() {
     const LaneOwnership ownership = store_.rebalance_lanes(/*may_release=*/nothing_in_flight());
+    lease_valid_until_ = ownership.lease_valid_until;
+    metrics_.heartbeats.increment();
+    metrics_.instances_ended.increment(ownership.ended_instances.size());
     // Lanes are handed over only with nothing in flight, so the next owner never publishes a row
     // this instance has produced but not yet recorded (no duplicates in steady state).
     releasing_lanes_ = ownership.owned.size() > static_cast<std::size_t>(ownership.fair_share);
@@ -560,6 +588,36 @@ class LoopState {
     }
   }
 
+  /// This instance may no longer own its lanes (its heartbeat was late, or another instance took
+  /// it for dead): nothing more is produced for them. What librdkafka still queues is purged; what
+  /// it already sent cannot be recalled, and what was acknowledged but not recorded will be
+  /// published again by the lanes' next owner. The session, and with it every lane lock, is
+  /// dropped; the next step reconnects, renews and takes a fair share again.
+  void fence(const std::string& why) {
+    std::size_t unrecorded_deliveries = 0;
+    auto count_delivered = [&](const PublishBatch& batch) {
+      for (const DeliveryReport& report : batch.reports()) {
+        if (report.outcome == DeliveryOutcome::delivered) ++unrecorded_deliveries;
+      }
+    };
+    publisher_->drain(milliseconds(0));
+    for (const InFlightBatch& entry : in_flight_) count_delivered(*entry.batch);
+    for (const StalledBatch& entry : stalled_) count_delivered(*entry.batch);
+    pipeline_log()->error(
+        "event=lease_lost_self_fenced reason=\"{}\" lanes={} in_flight_batches={} "
+        "acknowledged_not_recorded={} effect=\"produces nothing more for these lanes; the next "
+        "owner publishes what is not recorded again\"",
+        printable(why), owned_lanes_, in_flight_.size() + stalled_.size(), unrecorded_deliveries);
+    metrics_.fenced.increment();
+    metrics_.fenced_unrecorded.increment(unrecorded_deliveries);
+    store_.disconnect();
+    owned_lanes_ = 0;
+    readiness_.lanes_owned = 0;
+    metrics_.lanes_owned.set(0);
+    lease_valid_until_ = Clock::now();
+    caught_up_ = false;
+  }
+
   void replace_publisher() {
     pipeline_log()->error("event=producer_fatal error=\"{}\" action=recreate_producer",
                           printable(publisher_->fatal_error()));
@@ -691,6 +749,7 @@ class LoopState {
   bool releasing_lanes_ = false;
   std::size_t owned_lanes_ = 0;
   Clock::time_point next_rebalance_ = Clock::now();
+  Clock::time_point lease_valid_until_ = Clock::now();  ///< set by each heartbeat (rebalance)
   Clock::time_point next_hold_check_ = Clock::now();
   Clock::time_point next_progress_log_ = Clock::now() + kProgressLogInterval;
   Clock::time_point next_kafka_probe_ = Clock::now();

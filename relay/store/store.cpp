@@ -3,7 +3,11 @@
 #include <spdlog/spdlog.h>
 
 #include <libpq-fe.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
+#include <random>
 
 #include <pqxx/pqxx>
 #include <thread>
@@ -155,6 +159,16 @@ std::string record_outcomes_sql(PublishedRows published_rows) {
          update + " AND u.outcome <> 'delivered'";
 }
 
+/// Unique per process start: a restarted instance on the same host and pid is a new instance.
+std::string make_instance_name() {
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  std::random_device random;
+  char suffix[17];
+  std::snprintf(suffix, sizeof suffix, "%08x%08x", random(), random());
+  return std::string(host) + ":" + std::to_string(getpid()) + ":" + suffix;
+}
+
 std::string_view outcome_code(DeliveryOutcome outcome) {
   switch (outcome) {
     case DeliveryOutcome::delivered:
@@ -259,16 +273,25 @@ OutboxStore::OutboxStore(const PostgresConfig& postgres, const RoutingConfig& ro
       routing_(routing),
       relay_(relay),
       published_rows_(published_rows),
-      role_(role) {
+      role_(role),
+      instance_(make_instance_name()) {
   RELAY_ASSERT(relay_.lanes > 0 && (relay_.lanes & (relay_.lanes - 1)) == 0,
                "lanes is a power of two (validated by config)");
 }
 
 OutboxStore::~OutboxStore() {
   // A clean stop, not disconnect()'s lost session: the lanes go with the session, for other
-  // instances to take.
+  // instances to take, and the heartbeat row goes too, so nobody waits for it to expire.
   if (session_ && !session_->owned_lanes.empty()) {
     store_log()->info("event=lanes_released lanes={}", session_->owned_lanes.size());
+  }
+  if (session_ && role_ == SessionRole::claimer) {
+    try {
+      pqxx::nontransaction tx{session_->connection};
+      tx.exec_params("DELETE FROM outbox.relay_instances WHERE instance = $1", instance_);
+    } catch (const std::exception&) {
+      // Gone with the session: the row expires and the others remove it.
+    }
   }
   session_.reset();
 }
@@ -298,6 +321,14 @@ void OutboxStore::ensure_connected() {
       join.commit();
       // After joining: a `lanes set` that counted no instance has committed, or waits for us.
       agree_on_lane_count(session->connection, relay_.lanes);
+      pqxx::nontransaction beat{session->connection};
+      beat.exec_params(
+          "INSERT INTO outbox.relay_instances (instance, backend_pid, heartbeat_at, expires_at)"
+          " VALUES ($1, pg_backend_pid(), clock_timestamp(),"
+          "         clock_timestamp() + $2 * interval '1 millisecond')"
+          " ON CONFLICT (instance) DO UPDATE SET backend_pid = EXCLUDED.backend_pid,"
+          "   heartbeat_at = EXCLUDED.heartbeat_at, expires_at = EXCLUDED.expires_at",
+          instance_, relay_.lease_timeout.count());
       if (relay_.notify) session->wakeups = std::make_unique<WakeupReceiver>(session->connection);
     }
     session_ = std::move(session);
@@ -328,7 +359,28 @@ LaneOwnership OutboxStore::rebalance_lanes(bool may_release) {
   return run("rebalance lanes", [&] {
     pqxx::nontransaction tx{session_->connection};
     LaneOwnership ownership;
-    ownership.instances = std::max(1, count_instances(tx));
+    // Taken before the statement is sent: the row's expiry, computed by the server when it runs,
+    // is later than sent + lease_timeout, so this instance's own deadline always comes first. The
+    // margin covers the rebalance interval in which the others look.
+    const auto sent = std::chrono::steady_clock::now();
+    if (tx.exec_params("UPDATE outbox.relay_instances SET heartbeat_at = clock_timestamp(),"
+                       "   expires_at = clock_timestamp() + $2 * interval '1 millisecond'"
+                       " WHERE instance = $1 AND backend_pid = pg_backend_pid()",
+                       instance_, relay_.lease_timeout.count())
+            .affected_rows() == 0) {
+      session_->owned_lanes.clear();
+      disconnect();
+      throw LeaseLost(
+          "this instance's heartbeat row was removed: another instance took it for "
+          "dead and may hold its lanes");
+    }
+    ownership.lease_valid_until =
+        sent + relay_.lease_timeout -
+        std::min(relay_.lease_timeout / 5, std::chrono::milliseconds(3000));
+    end_expired_instances(tx, ownership);
+    ownership.instances = std::max(1, tx.exec("SELECT count(*)::int FROM outbox.relay_instances"
+                                              " WHERE expires_at >= clock_timestamp()")[0][0]
+                                          .as<int>());
     ownership.fair_share = (relay_.lanes + ownership.instances - 1) / ownership.instances;
 
     auto& owned = session_->owned_lanes;
@@ -408,6 +460,44 @@ OutboxRow decode_row(const pqxx::row& row, const RoutingConfig& routing,
 }
 
 }  // namespace
+
+void OutboxStore::end_expired_instances(pqxx::transaction_base& tx, LaneOwnership& ownership) {
+  // An instance whose session is gone is dead: its row goes at once (its locks went with the
+  // session). An instance whose heartbeat expired is frozen, cut off or dead without its session
+  // having ended. Ending its backend releases its advisory locks, so its lanes can be taken; the wait
+  // (up to 5 s) makes the locks free when this returns. backend_start guards against a pid reused
+  // by a newer session.
+  const pqxx::result expired = tx.exec(
+      "SELECT i.instance, i.backend_pid, a.pid IS NOT NULL FROM outbox.relay_instances i"
+      "  LEFT JOIN pg_stat_activity a ON a.pid = i.backend_pid"
+      "        AND a.backend_start <= i.heartbeat_at AND a.datname = current_database()"
+      " WHERE i.expires_at < clock_timestamp() OR a.pid IS NULL");
+  for (const auto& row : expired) {
+    const std::string instance = row[0].c_str();
+    const int pid = row[1].as<int>();
+    const bool alive = row[2].as<bool>();
+    try {
+      if (alive) tx.exec_params("SELECT pg_terminate_backend($1, 5000)", pid);
+      tx.exec_params("DELETE FROM outbox.relay_instances WHERE instance = $1", instance);
+      ownership.ended_instances.push_back(instance);
+      store_log()->warn(
+          "event=instance_expired instance=\"{}\" backend_pid={} session_ended={} "
+          "effect=\"its lanes are free for the others\"",
+          printable(instance, 300), pid, alive);
+    } catch (const pqxx::sql_error& error) {
+      if (std::find(terminate_refused_.begin(), terminate_refused_.end(), instance) ==
+          terminate_refused_.end()) {
+        terminate_refused_.push_back(instance);
+        store_log()->error(
+            "event=instance_expired_not_ended instance=\"{}\" backend_pid={} error=\"{}\" "
+            "hint=\"the relay's role needs pg_signal_backend (or to be the other instance's "
+            "role) to end an expired instance's session; until PostgreSQL notices the session "
+            "is gone, its lanes stay with it\"",
+            printable(instance, 300), pid, printable(error.what()));
+      }
+    }
+  }
+}
 
 ClaimedBatch OutboxStore::claim_batch(std::span<const OutboxId> in_flight,
                                       std::span<const std::string> held_routes,

@@ -14,6 +14,10 @@
 #include "relay/core/ids.hpp"
 #include "relay/core/outbox_row.hpp"
 
+namespace pqxx {
+class transaction_base;
+}
+
 namespace outbox {
 
 /// PostgreSQL could not be reached or dropped the connection, or a statement hit a transient
@@ -46,6 +50,13 @@ struct RowProblem {
   bool quarantined = false;
 };
 
+/// Another instance took this one for dead (its heartbeat expired) and removed its row; the lanes
+/// it held may be another's now. The caller fences: drops what is in flight and reconnects.
+class LeaseLost : public StoreUnavailable {
+ public:
+  using StoreUnavailable::StoreUnavailable;
+};
+
 /// The lane count stored in the database (outbox.relay_settings) is not relay.lanes. Not
 /// retriable: two instances with different counts split keys differently, so a row would belong
 /// to no instance or to two. The message names both counts and what to do.
@@ -66,6 +77,13 @@ struct LaneOwnership {
   std::vector<LaneId> owned;  ///< lanes this instance holds now, ascending
   int instances = 1;          ///< relay instances sharing this outbox (including this one)
   int fair_share = 0;         ///< how many lanes this instance aims to hold
+  /// Instances whose heartbeat had expired and whose sessions this step ended, so their lanes
+  /// could be taken.
+  std::vector<std::string> ended_instances;
+  /// The steady-clock time until which this instance may act on its lanes: the heartbeat sent in
+  /// this step, plus relay.lease_timeout_ms, less a margin. Others end it only after its row
+  /// expires, which is later.
+  std::chrono::steady_clock::time_point lease_valid_until;
 };
 
 /// What recording a delivery does to the row.
@@ -102,9 +120,15 @@ class OutboxStore {
   /// Without LISTEN (relay.notify off) it simply sleeps. Throws StoreUnavailable.
   bool wait_for_wakeup(std::chrono::milliseconds timeout);
 
-  /// Takes free lanes up to this instance's fair share; when it holds more than its share
-  /// and `may_release` is set, releases the highest ones. Throws StoreUnavailable.
+  /// Renews this instance's heartbeat, ends the sessions of instances whose heartbeat expired
+  /// (their locks fall; needs the right to pg_terminate_backend them), then takes free lanes up to
+  /// this instance's fair share; when it holds more than its share and `may_release` is set,
+  /// releases the highest ones. Throws StoreUnavailable; throws LeaseLost when this instance's own
+  /// heartbeat row was removed by another (it was taken for dead: its lanes may be gone).
   LaneOwnership rebalance_lanes(bool may_release);
+
+  /// This process's instance name in outbox.relay_instances.
+  const std::string& instance() const { return instance_; }
 
   /// Reads pending rows of the owned lanes in id order, within `limits`, skipping the ids in
   /// `in_flight` (already handed to Kafka, not yet recorded), rows whose routing value is in
@@ -141,7 +165,9 @@ class OutboxStore {
   RelayConfig relay_;
   PublishedRows published_rows_;
   SessionRole role_;
+  std::string instance_;
   std::unique_ptr<Session> session_;
+  std::vector<std::string> terminate_refused_;  ///< instances we could not end (logged once)
   std::vector<std::int64_t> quarantined_ids_;
   std::vector<std::string> quarantined_keys_;
   std::vector<RowProblem> isolate_claim_failure(const std::string& excluded_ids,
@@ -149,6 +175,7 @@ class OutboxStore {
                                                 const ClaimLimits& limits,
                                                 std::vector<OutboxRow>& rows);
   std::optional<std::string> park_as_dead(OutboxId id, const std::string& reason);
+  void end_expired_instances(pqxx::transaction_base& tx, LaneOwnership& ownership);
 };
 
 /// Applies the migrations in schema/ that the database lacks, each in its own transaction under an

@@ -74,3 +74,47 @@ TEST_CASE("after a PostgreSQL restart the relay publishes again within seconds, 
   CHECK_MESSAGE(eventually([&] { return database.count("state = 'published'") == 2; }, 3s),
                 relay.log_tail());
 }
+
+TEST_CASE(
+    "a frozen instance loses its lanes within the lease timeout, and fences itself on waking") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  const std::string topic = unique_name("frozen");
+  const std::string config = write_relay_config(database.url());  // lease_timeout_ms 15000
+  auto lane_holders = [&] {
+    return database.scalar(
+        "SELECT coalesce(string_agg(n::text, ',' ORDER BY n), '') FROM (SELECT count(*) n"
+        " FROM pg_locks WHERE locktype = 'advisory' AND classid = 1868724273 AND granted"
+        "   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " GROUP BY pid) per_instance");
+  };
+  RelayProcess first(config), second(config);
+  REQUIRE_MESSAGE(eventually([&] { return lane_holders() == "8,8"; }, 20s), lane_holders());
+
+  second.freeze();
+  const auto frozen_at = std::chrono::steady_clock::now();
+  // Rows on every key, so the frozen instance's lanes have work: they wait until it is ended.
+  database.execute("SELECT outbox.publish($1, 'k' || n, 'x'::text) FROM generate_series(1, 200) n",
+                   topic);
+  REQUIRE_MESSAGE(eventually([&] { return database.count("state = 'pending'") == 0; }, 30s),
+                  first.log_tail());
+  const auto took = std::chrono::steady_clock::now() - frozen_at;
+  MESSAGE(
+      "all rows published " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                            << " ms after the freeze (lease_timeout_ms 15000)");
+  CHECK(lane_holders() == "16");
+  CHECK(first.log_tail(std::string::npos).find("event=instance_expired") != std::string::npos);
+
+  second.thaw();
+  REQUIRE_MESSAGE(
+      eventually(
+          [&] {
+            return second.log_tail(std::string::npos).find("event=lease_lost_self_fenced") !=
+                   std::string::npos;
+          },
+          20s),
+      second.log_tail());
+  CHECK(eventually([&] { return lane_holders() == "8,8"; }, 30s));
+  CHECK(read_topic(topic).size() >= 200);
+  CHECK(second.starts_logged() == 1);  // fenced and back, not restarted
+}

@@ -59,6 +59,7 @@ RelayProcess::RelayProcess(const std::string& config_path)
 }
 
 RelayProcess::~RelayProcess() {
+  if (pid_ > 0) thaw();  // a frozen process cannot be reaped
   if (pid_ > 0) kill_hard();
 }
 
@@ -78,6 +79,14 @@ void RelayProcess::kill_hard() {
   kill(pid_, SIGKILL);
   waitpid(pid_, nullptr, 0);
   pid_ = -1;
+}
+
+void RelayProcess::freeze() {
+  if (pid_ > 0) kill(pid_, SIGSTOP);
+}
+
+void RelayProcess::thaw() {
+  if (pid_ > 0) kill(pid_, SIGCONT);
 }
 
 int RelayProcess::terminate(std::chrono::milliseconds timeout) {
