@@ -63,6 +63,8 @@ struct Options {
   int malformed_percent = 0;       ///< transactions that insert a malformed row
   bool poison = false;             ///< malformed rows of every kind a hostile writer can make
   int max_lag_ms = 0;              ///< fail when the p99 insert-to-published of good rows is over
+  int max_lag_max_ms = 0;          ///< fail when the slowest good row took longer (a takeover)
+  bool allow_stale = false;        ///< count stale copies without failing on them
 };
 
 constexpr const char* kProducerGroup = "faults";
@@ -531,6 +533,7 @@ long unfinished_rows(const Options& options) {
 
 struct Verdict {
   long lost = 0, unexpected = 0, duplicated = 0, out_of_order = 0, stuck = 0, misparked = 0;
+  long stale = 0;  ///< duplicates appended after a newer event of their key (a zombie's copy)
   double lag_p99_ms = 0, lag_max_ms = 0;  ///< good rows: insert to recorded as published
   std::string first_problem;
   void note(const std::string& problem) {
@@ -575,6 +578,25 @@ void measure_lag(const Options& options, Verdict& verdict) {
   verdict.lag_max_ms = row[1].as<double>();
 }
 
+/// Consecutive copies of a key's events already seen. A re-send replays the unrecorded suffix of
+/// the key's events in order, up to its newest; a run that stops short of the newest event the key
+/// had before it began is stale: old events appended after newer ones, as a fenced instance's late
+/// delivery would leave them (a consumer keeping the latest event per key would go back in time).
+struct DuplicateRun {
+  int length = 0;
+  int last = 0;           ///< sequence of the run's last copy
+  int newest_before = 0;  ///< the key's newest sequence when the run began
+};
+
+void close_run(const std::string& key, DuplicateRun& run, Verdict& verdict) {
+  if (run.length > 0 && run.last < run.newest_before) {
+    verdict.stale += run.length;
+    verdict.note("stale copies: key " + key + " went back from sequence " +
+                 std::to_string(run.newest_before) + " to " + std::to_string(run.last));
+  }
+  run = {};
+}
+
 Verdict check(const Options& options, const std::map<std::string, Event>& events, long stuck) {
   Verdict verdict;
   verdict.stuck = stuck;
@@ -582,6 +604,7 @@ Verdict check(const Options& options, const std::map<std::string, Event>& events
   const auto messages = outbox::test::read_topic(options.kafka, options.topic, 30s);
   std::map<std::string, int> seen;
   std::map<std::string, int> last_sequence;  // per key, by first occurrence
+  std::map<std::string, DuplicateRun> runs;
   for (const auto& message : messages) {
     const auto payload = nlohmann::json::parse(message.payload, nullptr, false);
     const std::string id = payload.is_object() ? payload.value("event", "") : "";
@@ -591,11 +614,16 @@ Verdict check(const Options& options, const std::map<std::string, Event>& events
       verdict.note("unexpected in Kafka: " + message.payload.substr(0, 200));
       continue;
     }
+    int& last = last_sequence[event->second.key];
+    DuplicateRun& run = runs[event->second.key];
     if (seen[id]++ > 0) {
       ++verdict.duplicated;
+      if (run.length == 0) run.newest_before = last;
+      ++run.length;
+      run.last = event->second.sequence;
       continue;
     }
-    int& last = last_sequence[event->second.key];
+    close_run(event->second.key, run, verdict);
     if (event->second.sequence <= last) {
       ++verdict.out_of_order;
       verdict.note("key " + event->second.key + ": sequence " +
@@ -603,6 +631,7 @@ Verdict check(const Options& options, const std::map<std::string, Event>& events
     }
     last = std::max(last, event->second.sequence);
   }
+  for (auto& [key, run] : runs) close_run(key, run, verdict);
   for (const auto& [id, event] : events) {
     if (event.outcome == Outcome::committed && !seen.contains(id)) {
       ++verdict.lost;
@@ -666,6 +695,13 @@ int main(int argc, char** argv) {
   app.add_option("--max-lag-ms", options.max_lag_ms,
                  "Fail when the p99 insert-to-published time of good rows is over this (0: off)")
       ->capture_default_str();
+  app.add_option("--max-takeover-ms", options.max_lag_max_ms,
+                 "Fail when the slowest good row's insert-to-published is over this: how long the "
+                 "keys of a lost instance waited (0: off)")
+      ->capture_default_str();
+  app.add_flag("--allow-stale", options.allow_stale,
+               "Count stale copies (old events appended after newer ones of their key) without "
+               "failing on them");
   CLI11_PARSE(app, argc, argv);
   if (options.half_percent > 0 && options.status_port == 0) {
     std::cerr << "fault-checker: --half-percent needs --status-port\n";
@@ -709,6 +745,7 @@ int main(int argc, char** argv) {
     std::cout << " lost=" << verdict.lost << " unexpected=" << verdict.unexpected
               << " duplicated=" << verdict.duplicated << " out_of_order=" << verdict.out_of_order
               << " stuck=" << verdict.stuck << " misparked=" << verdict.misparked
+              << " stale=" << verdict.stale
               << " lag_p99_ms=" << static_cast<long>(verdict.lag_p99_ms)
               << " lag_max_ms=" << static_cast<long>(verdict.lag_max_ms) << "\n";
     const bool lag_over = options.max_lag_ms > 0 && verdict.lag_p99_ms > options.max_lag_ms;
@@ -717,8 +754,13 @@ int main(int argc, char** argv) {
                 << " ms is over " << options.max_lag_ms << " ms\n";
       return 1;
     }
+    if (options.max_lag_max_ms > 0 && verdict.lag_max_ms > options.max_lag_max_ms) {
+      std::cerr << "fault-checker: FAILED; the slowest good row took " << verdict.lag_max_ms
+                << " ms, over the takeover bound of " << options.max_lag_max_ms << " ms\n";
+      return 1;
+    }
     if (verdict.lost + verdict.unexpected + verdict.out_of_order + verdict.stuck +
-            verdict.misparked >
+            verdict.misparked + (options.allow_stale ? 0 : verdict.stale) >
         0) {
       std::cerr << "fault-checker: FAILED; first problem: " << verdict.first_problem << "\n";
       return 1;
