@@ -60,6 +60,18 @@ long long pending_of(const TestDatabase& database, const std::string& topic) {
   return database.count("state = 'pending' AND topic = '" + topic + "'");
 }
 
+/// While another topic is held: two rounds of rows to `topic` (5 per key each, after the 5 written
+/// before) are published within the timeouts, and the topic holds all 10 per key in order.
+void require_flowing(const TestDatabase& database, RelayProcess& relay, const std::string& topic,
+                     const std::string& prefix, int keys, std::chrono::milliseconds first_wait) {
+  REQUIRE_MESSAGE(eventually([&] { return pending_of(database, topic) == 0; }, first_wait),
+                  relay.log_tail());
+  write_good_rows(database, topic, prefix, keys, 5, 6);
+  REQUIRE_MESSAGE(eventually([&] { return pending_of(database, topic) == 0; }, 15s),
+                  relay.log_tail());
+  require_in_order(read_topic(topic), keys, 10);
+}
+
 }  // namespace
 
 TEST_CASE("rows a writer can make bad are parked with their reason while every other key flows") {
@@ -206,12 +218,7 @@ TEST_CASE("a topic that does not exist holds back only its own rows, which flow 
   write_good_rows(database, missing, "m", 5, 4);
   write_good_rows(database, existing, "e", 10, 5);
   // Written after the missing topic's rows: they must not wait for them.
-  REQUIRE_MESSAGE(eventually([&] { return pending_of(database, existing) == 0; }, 30s),
-                  relay.log_tail());
-  write_good_rows(database, existing, "e", 10, 5, 6);
-  REQUIRE_MESSAGE(eventually([&] { return pending_of(database, existing) == 0; }, 15s),
-                  relay.log_tail());
-  require_in_order(read_topic(existing), 10, 10);
+  require_flowing(database, relay, existing, "e", 10, 30s);
   CHECK(pending_of(database, missing) == 20);
   const std::string held_line = "event=topic_held topic=\"" + missing + "\"";
   REQUIRE(eventually(
@@ -262,12 +269,7 @@ TEST_CASE("a topic whose partitions lack in-sync replicas holds back only its ow
   std::this_thread::sleep_for(6s);
   write_good_rows(database, replicated, "r", 5, 3, 3);
   write_good_rows(database, single, "s", 10, 3, 3);
-  REQUIRE_MESSAGE(eventually([&] { return pending_of(database, single) == 0; }, 20s),
-                  relay.log_tail());
-  write_good_rows(database, single, "s", 10, 5, 6);
-  REQUIRE_MESSAGE(eventually([&] { return pending_of(database, single) == 0; }, 15s),
-                  relay.log_tail());
-  require_in_order(read_topic(single), 10, 10);
+  require_flowing(database, relay, single, "s", 10, 20s);
   CHECK(pending_of(database, replicated) == 15);
   CHECK(relay.metrics_text().find("outbox_topics_held 1") != std::string::npos);
 
