@@ -20,6 +20,10 @@ std::vector<int> apply_migrations(const PostgresConfig& postgres, bool notify, i
       "migrate " + redact_postgres_url(postgres.url),
       [&] {
         pqxx::connection connection{session_connection_string(postgres)};
+        // A migration may build an index over a large table: no statement deadline. lock_timeout
+        // stays, so a migration that would queue behind a long transaction, and every writer
+        // behind it, fails instead (run it again).
+        pqxx::nontransaction{connection}.exec("SET statement_timeout = 0");
         for (const auto& migration : generated::kMigrations) {
           pqxx::work tx{connection};
           // A transaction-scoped lock: released by commit or rollback, even if we crash.

@@ -231,11 +231,14 @@ std::string session_connection_string(const PostgresConfig& postgres) {
   // backlog), so with PostgreSQL's default every claim paid ~8 ms of JIT compilation per 1000
   // rows, three times the query itself. lock_timeout: a relay statement that would queue behind
   // an exclusive lock (a migration, an operator's DDL) fails and is retried instead of holding
-  // every writer queued behind it. The user's own options come last, so they win.
+  // every writer queued behind it. statement_timeout: no relay statement runs for a minute in
+  // health (the migration and the VACUUM lift it for themselves); one that does is cancelled and
+  // retried, and a session stuck in it no longer holds the loop, or its heartbeat, for longer.
+  // The user's own options come last, so they win.
   std::string options =
       "-c jit=off -c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2"
       " -c tcp_keepalives_count=3 -c tcp_user_timeout=" +
-      std::to_string(kSessionTcpUserTimeoutMs) + " -c lock_timeout=10s";
+      std::to_string(kSessionTcpUserTimeoutMs) + " -c lock_timeout=10s -c statement_timeout=60s";
   if (!user_options.empty()) options += " " + user_options;
   settings.emplace_back("options", options);
 
@@ -464,9 +467,9 @@ OutboxRow decode_row(const pqxx::row& row, const RoutingConfig& routing,
 void OutboxStore::end_expired_instances(pqxx::transaction_base& tx, LaneOwnership& ownership) {
   // An instance whose session is gone is dead: its row goes at once (its locks went with the
   // session). An instance whose heartbeat expired is frozen, cut off or dead without its session
-  // having ended. Ending its backend releases its advisory locks, so its lanes can be taken; the wait
-  // (up to 5 s) makes the locks free when this returns. backend_start guards against a pid reused
-  // by a newer session.
+  // having ended. Ending its backend releases its advisory locks, so its lanes can be taken; the
+  // wait (up to 5 s) makes the locks free when this returns. backend_start guards against a pid
+  // reused by a newer session.
   const pqxx::result expired = tx.exec(
       "SELECT i.instance, i.backend_pid, a.pid IS NOT NULL FROM outbox.relay_instances i"
       "  LEFT JOIN pg_stat_activity a ON a.pid = i.backend_pid"

@@ -51,8 +51,12 @@ std::int64_t OutboxVacuum::dead_row_versions() {
 }
 
 void OutboxVacuum::run() {
-  with_connection("vacuum outbox.messages",
-                  [](auto& tx) { tx.exec("VACUUM (SKIP_LOCKED) outbox.messages"); });
+  with_connection("vacuum outbox.messages", [](auto& tx) {
+    // A VACUUM of a large table may rightly take longer than the relay sessions'
+    // statement_timeout; it is cancellable, and SKIP_LOCKED never waits on locks.
+    tx.exec("SET statement_timeout = 0");
+    tx.exec("VACUUM (SKIP_LOCKED) outbox.messages");
+  });
 }
 
 }  // namespace outbox

@@ -154,7 +154,8 @@ TEST_CASE("the relay adds its session settings to both connection string forms")
       " tcp_user_timeout='10000'";
   const std::string options =
       "-c jit=off -c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2"
-      " -c tcp_keepalives_count=3 -c tcp_user_timeout=10000 -c lock_timeout=10s";
+      " -c tcp_keepalives_count=3 -c tcp_user_timeout=10000 -c lock_timeout=10s"
+      " -c statement_timeout=60s";
   PostgresConfig postgres;
   postgres.url = "postgresql://u@h:5432/db";
   CHECK(session_connection_string(postgres) ==
