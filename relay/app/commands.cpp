@@ -163,13 +163,28 @@ int check_config(const std::string& config_path, bool print_reference) {
     return kExitOk;
   }
   const Config config = load_config_file(config_path);
-  session_connection_string(config.postgres);  // throws ConfigError when libpq cannot parse it
+  // Everything `run` checks before it connects anywhere, so what run refuses, this refuses too.
+  session_connection_string(config.postgres);  // ConfigError when libpq cannot parse it
+  validate_producer_config(config.kafka);      // PublisherConfigError
   std::cout << config_path << ": valid (postgres " << redact_postgres_url(config.postgres.url)
             << ", kafka " << config.kafka.bootstrap_servers << ")\n";
   return kExitOk;
 }
 
 }  // namespace
+
+/// Counts, thresholds and ids: a negative one is a typo, refused with a message people can read
+/// (CLI11's own NonNegativeNumber prints the range up to DBL_MAX).
+const CLI::Validator kNotNegative(
+    [](std::string& value) -> std::string {
+      try {
+        if (std::stod(value) >= 0) return {};
+      } catch (const std::exception&) {
+        return "must be a number (got " + value + ")";
+      }
+      return "must be 0 or more (got " + value + ")";
+    },
+    ">= 0");
 
 int run_command_line(int argc, char** argv) {
   CLI::App app{
@@ -201,11 +216,16 @@ int run_command_line(int argc, char** argv) {
   bool json = false;
   StatusThresholds thresholds;
   status->add_flag("--json", json, "Print JSON instead of a table");
-  status->add_option("--max-lag-seconds", thresholds.max_lag_seconds,
-                     "Exit 3 when the oldest pending row is older than this");
-  status->add_option("--max-backlog", thresholds.max_backlog,
-                     "Exit 3 when more rows than this are pending");
-  status->add_option("--max-dead", thresholds.max_dead, "Exit 3 when more rows than this are dead");
+  status
+      ->add_option("--max-lag-seconds", thresholds.max_lag_seconds,
+                   "Exit 3 when the oldest pending row is older than this")
+      ->check(kNotNegative);
+  status
+      ->add_option("--max-backlog", thresholds.max_backlog,
+                   "Exit 3 when more rows than this are pending")
+      ->check(kNotNegative);
+  status->add_option("--max-dead", thresholds.max_dead, "Exit 3 when more rows than this are dead")
+      ->check(kNotNegative);
 
   CLI::App* dead = app.add_subcommand("dead", "Inspect, requeue or discard dead rows");
   dead->require_subcommand(1);
@@ -216,25 +236,30 @@ int run_command_line(int argc, char** argv) {
   auto add_filters = [&](CLI::App* command) {
     add_config_option(command)->required();
     command->add_option("--topic", filter.topic, "Only rows of this topic");
-    command->add_option("--from-id", filter.from_id, "Only rows with id >= this");
-    command->add_option("--to-id", filter.to_id, "Only rows with id <= this");
+    command->add_option("--from-id", filter.from_id, "Only rows with id >= this")
+        ->check(kNotNegative);
+    command->add_option("--to-id", filter.to_id, "Only rows with id <= this")->check(kNotNegative);
     command->add_option("--reason", filter.reason_contains,
                         "Only rows whose reason contains this (case-insensitive)");
   };
   CLI::App* dead_list = dead->add_subcommand("list", "List dead rows, oldest first");
   add_filters(dead_list);
-  dead_list->add_option("--limit", limit, "At most this many rows")->capture_default_str();
+  dead_list->add_option("--limit", limit, "At most this many rows")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
   dead_list->add_flag("--json", json, "Print JSON instead of a table");
   CLI::App* dead_requeue = dead->add_subcommand(
       "requeue", "Put dead rows back: to pending, or to unknown after an exhausted check-back");
   add_filters(dead_requeue);
   dead_requeue->add_option("--batch-size", batch_size, "Rows per transaction")
+      ->check(CLI::Range(1, 100000))
       ->capture_default_str();
   CLI::App* dead_discard =
       dead->add_subcommand("discard", "Give up on dead rows: never published, reason recorded");
   add_filters(dead_discard);
   dead_discard->add_option("--why", why, "The reason, recorded on each row")->required();
   dead_discard->add_option("--batch-size", batch_size, "Rows per transaction")
+      ->check(CLI::Range(1, 100000))
       ->capture_default_str();
 
   CLI::App* lanes_command =

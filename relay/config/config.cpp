@@ -1,13 +1,17 @@
 #include "relay/config/config.hpp"
 
+#include <libpq-fe.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <limits>
 #include <map>
+#include <memory>
 #include <regex>
 #include <sstream>
 
@@ -288,14 +292,55 @@ std::string unknown_key_hint(const std::string& dotted) {
   return best.empty() ? "unknown key" : "unknown key; did you mean " + best + "?";
 }
 
+/// Refuses YAML aliases before anything walks the document: yaml-cpp expands an alias into the
+/// node it names, so 739 bytes of nested aliases made 10^8 leaves (a "billion laughs") and the
+/// relay hung on its own configuration. No setting needs one; the parse of events is linear.
+class AliasRefuser final : public YAML::EventHandler {
+ public:
+  explicit AliasRefuser(const std::string& source) : source_(source) {}
+  void OnDocumentStart(const YAML::Mark&) override {}
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override {
+    throw ConfigError(source_, mark.line + 1, "",
+                      "YAML aliases (*name) are not supported; write the value out");
+  }
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+
+ private:
+  const std::string& source_;
+};
+
+// A configuration is a page of settings; anything far larger is a mistake or an attack, and
+// yaml-cpp holds the whole document (a 50 MB file took 885 MB and 44 s).
+constexpr std::uintmax_t kMaxConfigBytes = 1 << 20;
+
 /// Parses the text of one file with the state that every error needs.
 class Parser {
  public:
   Parser(std::string source, EnvLookup env) : source_(std::move(source)), env_(env) {}
 
   Config parse(const std::string& text) {
+    if (text.size() > kMaxConfigBytes) {
+      throw ConfigError(source_, 0, "",
+                        "is " + std::to_string(text.size()) +
+                            " bytes; a configuration is at most " +
+                            std::to_string(kMaxConfigBytes) + " bytes");
+    }
     YAML::Node root;
     try {
+      std::istringstream events(text);
+      YAML::Parser parser(events);
+      AliasRefuser refuser(source_);
+      while (parser.HandleNextDocument(refuser)) {
+      }
       root = YAML::Load(text);
     } catch (const YAML::ParserException& error) {
       throw ConfigError(source_, error.mark.line + 1, "", "invalid YAML: " + error.msg);
@@ -550,6 +595,14 @@ class Parser {
       throw ConfigError(source_, line("relay.backoff_max_ms"), "relay.backoff_max_ms",
                         "must be at least relay.backoff_initial_ms");
     }
+    static const std::regex host_port(R"((.+):([0-9]{1,5}))");
+    std::smatch listen;
+    if (!std::regex_match(config.metrics.listen, listen, host_port) ||
+        std::stoi(listen[2].str()) > 65535) {
+      throw ConfigError(
+          source_, line("metrics.listen"), "metrics.listen",
+          "must be host:port with a port from 0 to 65535 (got '" + config.metrics.listen + "')");
+    }
     static const std::regex identifier("[a-z_][a-z0-9_]{0,62}");
     if (!std::regex_match(config.routing.topic_column, identifier)) {
       throw ConfigError(source_, line("routing.topic_column"), "routing.topic_column",
@@ -585,6 +638,22 @@ Config load_config_text(const std::string& yaml_text, const std::string& source_
 }
 
 Config load_config_file(const std::string& path, EnvLookup env) {
+  std::error_code error;
+  const auto status = std::filesystem::status(path, error);
+  if (error || !std::filesystem::exists(status)) {
+    throw ConfigError(path, 0, "", "cannot read the file");
+  }
+  if (std::filesystem::is_directory(status)) {
+    throw ConfigError(path, 0, "", "is a directory, not a configuration file");
+  }
+  if (!std::filesystem::is_regular_file(status)) {
+    throw ConfigError(path, 0, "", "is not a regular file (a pipe, a device or a socket)");
+  }
+  if (std::filesystem::file_size(path, error) > kMaxConfigBytes) {
+    throw ConfigError(path, 0, "",
+                      "is larger than " + std::to_string(kMaxConfigBytes) +
+                          " bytes; a configuration is a page of settings");
+  }
   std::ifstream file(path);
   if (!file) throw ConfigError(path, 0, "", "cannot read the file");
   std::stringstream text;
@@ -604,10 +673,31 @@ std::int64_t producer_message_max_bytes(const KafkaConfig& kafka) {
 }
 
 std::string redact_postgres_url(const std::string& url) {
-  static const std::regex uri_password(R"(^(postgres(?:ql)?://[^:/@?]*):[^@/?]*@)");
-  static const std::regex keyword_password(R"((password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+))");
-  std::string redacted = std::regex_replace(url, uri_password, "$1:***@");
-  return std::regex_replace(redacted, keyword_password, "$1***");
+  // libpq's own parser, not a pattern: what is shown is rebuilt from the fields libpq will use,
+  // and the password is never among them, however it is written (a malformed percent-escape, a
+  // space, an '@' all once leaked its tail through a pattern).
+  char* parse_error = nullptr;
+  std::unique_ptr<PQconninfoOption, decltype(&PQconninfoFree)> parsed(
+      PQconninfoParse(url.c_str(), &parse_error), &PQconninfoFree);
+  if (!parsed) {
+    PQfreemem(parse_error);
+    return "(a postgres.url libpq cannot parse)";
+  }
+  std::map<std::string, std::string> fields;
+  for (const PQconninfoOption* option = parsed.get(); option->keyword; ++option) {
+    if (option->val) fields[option->keyword] = option->val;
+  }
+  auto field = [&](const char* name) {
+    const auto found = fields.find(name);
+    return found == fields.end() ? std::string() : found->second;
+  };
+  std::string shown = "postgresql://" + field("user");
+  if (fields.contains("password")) shown += ":***";
+  if (fields.contains("user") || fields.contains("password")) shown += "@";
+  // A second '@' in a URI ends the password early: libpq reads its tail as the host name.
+  const std::string host = field("host").find('@') == std::string::npos ? field("host") : "***";
+  shown += host + (fields.contains("port") ? ":" + field("port") : "") + "/" + field("dbname");
+  return shown;
 }
 
 namespace {

@@ -117,10 +117,11 @@ struct KafkaPublisher::Producer final : public RdKafka::DeliveryReportCb, public
   }
 };
 
-KafkaPublisher::KafkaPublisher(const KafkaConfig& kafka, const RoutingConfig& routing,
-                               DeadKeyPolicy policy)
-    : producer_(std::make_unique<Producer>()), routing_(routing) {
-  producer_->dead_key_policy = policy;
+namespace {
+
+/// The producer's configuration: the relay's defaults, the user's kafka.properties (which may not
+/// touch what the relay owns), then what it owns. Throws PublisherConfigError naming the property.
+std::unique_ptr<RdKafka::Conf> make_producer_conf(const KafkaConfig& kafka) {
   std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
   std::string error;
   auto set = [&](const std::string& name, const std::string& value) {
@@ -147,6 +148,19 @@ KafkaPublisher::KafkaPublisher(const KafkaConfig& kafka, const RoutingConfig& ro
     set(name, value);
   }
   for (const auto& [name, value] : owned) set(name, value);
+  return conf;
+}
+
+}  // namespace
+
+void validate_producer_config(const KafkaConfig& kafka) { make_producer_conf(kafka); }
+
+KafkaPublisher::KafkaPublisher(const KafkaConfig& kafka, const RoutingConfig& routing,
+                               DeadKeyPolicy policy)
+    : producer_(std::make_unique<Producer>()), routing_(routing) {
+  producer_->dead_key_policy = policy;
+  std::unique_ptr<RdKafka::Conf> conf = make_producer_conf(kafka);
+  std::string error;
   if (conf->set("dr_cb", static_cast<RdKafka::DeliveryReportCb*>(producer_.get()), error) !=
           RdKafka::Conf::CONF_OK ||
       conf->set("event_cb", static_cast<RdKafka::EventCb*>(producer_.get()), error) !=

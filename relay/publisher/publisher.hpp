@@ -121,6 +121,11 @@ class KafkaPublisher {
   RoutingConfig routing_;
 };
 
+/// Builds the producer's librdkafka configuration without creating a producer, as the relay would
+/// at start: `check-config` runs it, so what `run` refuses, `check-config` refuses. Throws
+/// PublisherConfigError naming the property (an unknown one, a bad value, or one the relay owns).
+void validate_producer_config(const KafkaConfig& kafka);
+
 /// The librdkafka properties the relay sets itself, in the order applied; user properties from
 /// kafka.properties may not override these (guarantees hang on them).
 std::vector<std::pair<std::string, std::string>> owned_producer_properties(

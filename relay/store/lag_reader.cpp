@@ -91,12 +91,17 @@ LagSnapshot LagReader::read() {
         snapshot.oldest_unknown_age_seconds =
             tx.exec1("SELECT " + age + " FROM outbox.messages WHERE state = 'unknown'")[0]
                 .as<double>();
+        // Prepared transactions (two-phase commit) belong to no session, so pg_stat_activity does
+        // not show them, yet they hold back visibility and VACUUM just the same: counted from when
+        // they were prepared. Other roles' xact_start is visible only with pg_read_all_stats.
         snapshot.oldest_transaction_age_seconds =
             tx.exec1(
-                  "SELECT coalesce(extract(epoch FROM clock_timestamp() - min(xact_start)), 0)"
-                  "::float8 FROM pg_stat_activity"
-                  " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                  "   AND xact_start IS NOT NULL")[0]
+                  "SELECT coalesce(extract(epoch FROM clock_timestamp() - least("
+                  "  (SELECT min(xact_start) FROM pg_stat_activity"
+                  "    WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                  "      AND xact_start IS NOT NULL),"
+                  "  (SELECT min(prepared) FROM pg_prepared_xacts"
+                  "    WHERE database = current_database()))), 0)::float8")[0]
                 .as<double>();
         return snapshot;
       },

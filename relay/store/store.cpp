@@ -202,6 +202,15 @@ std::string session_connection_string(const PostgresConfig& postgres) {
   std::vector<std::pair<std::string, std::string>> settings;
   std::string user_options;
   for (const PQconninfoOption* option = parsed.get(); option->keyword; ++option) {
+    if (option->val && std::string_view(option->keyword) == "host" &&
+        std::string_view(option->val).find('@') != std::string_view::npos) {
+      // libpq would look the password's tail up as a host name, in DNS.
+      throw ConfigError("postgres.url", 0, "",
+                        "its host part contains '@': an '@' in the password must be written "
+                        "%40");
+    }
+  }
+  for (const PQconninfoOption* option = parsed.get(); option->keyword; ++option) {
     if (!option->val) continue;
     if (std::string_view(option->keyword) == "options") {
       user_options = option->val;

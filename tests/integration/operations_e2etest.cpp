@@ -210,3 +210,17 @@ TEST_CASE("the relay vacuums the outbox table once enough dead rows piled up, an
       },
       5s));
 }
+
+TEST_CASE("status answers (exit 1) instead of hanging while a migration holds the outbox locked") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  const std::string config = write_relay_config(database.url());
+  pqxx::connection migration = database.connect();
+  pqxx::work holding{migration};
+  holding.exec("LOCK TABLE outbox.messages IN ACCESS EXCLUSIVE MODE");
+  // lock_timeout 10 s on every relay session: the command gives up and says so.
+  const auto result = relay_command("status --config " + config);
+  CHECK(result.exit_code == 1);
+  holding.abort();
+  CHECK(relay_command("status --config " + config).exit_code == 0);
+}

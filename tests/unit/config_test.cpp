@@ -170,12 +170,22 @@ TEST_CASE("an undefined variable stops start-up, naming the variable and the key
   CHECK(error.why().find("UNDEFINED_BATCH is not defined") != std::string::npos);
 }
 
-TEST_CASE("passwords never survive redaction, in URI or keyword form") {
+TEST_CASE("passwords never survive redaction, in URI or keyword form, well formed or not") {
   CHECK(redact_postgres_url("postgresql://app:s3cret@db:5432/x") ==
         "postgresql://app:***@db:5432/x");
-  CHECK(redact_postgres_url("postgres://app@db/x") == "postgres://app@db/x");
-  CHECK(redact_postgres_url("host=db password=s3cret user=app") == "host=db password=*** user=app");
-  CHECK(redact_postgres_url("host=db password='a b' user=app") == "host=db password=*** user=app");
+  CHECK(redact_postgres_url("postgres://app@db/x") == "postgresql://app@db/x");
+  CHECK(redact_postgres_url("host=db password=s3cret user=app") == "postgresql://app:***@db/");
+  CHECK(redact_postgres_url("host=db password='a b' user=app dbname=x") ==
+        "postgresql://app:***@db/x");
+  // Malformed: a bad percent-escape, a space, an '@' in the password. libpq's own messages for
+  // these quote the password, and a pattern once printed its tail.
+  for (const std::string url : {"postgresql://app:s3cr%zzet@db/x", "postgresql://app:s3c ret@db/x",
+                                "postgresql://app:s3c@ret@db/x", "host=db password='s3cret"}) {
+    CAPTURE(url);
+    const std::string shown = redact_postgres_url(url);
+    CHECK(shown.find("s3c") == std::string::npos);
+    CHECK(shown.find("ret") == std::string::npos);
+  }
 }
 
 TEST_CASE("config/relay.yaml loads and documents every declared key; minimal.yaml loads") {
@@ -188,4 +198,24 @@ TEST_CASE("config/relay.yaml loads and documents every declared key; minimal.yam
     const std::string leaf = key.substr(key.rfind('.') + 1);
     CHECK_MESSAGE(text.find("  " + leaf + ":") != std::string::npos, key << " missing");
   }
+}
+
+TEST_CASE("a hostile configuration is refused at once: aliases, a huge text, a directory") {
+  // Twelve levels of ten aliases each: 10^12 leaves if expanded. Refused at the first alias.
+  std::string bomb = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n";
+  for (int level = 1; level <= 12; ++level) {
+    bomb += "a" + std::to_string(level) + ": &a" + std::to_string(level) + " [";
+    for (int i = 0; i < 10; ++i) bomb += (i ? ", *a" : "*a") + std::to_string(level - 1);
+    bomb += "]\n";
+  }
+  CHECK_THROWS_WITH_AS(load_config_text(bomb, "bomb.yaml", no_environment),
+                       "bomb.yaml:2: YAML aliases (*name) are not supported; write the value out",
+                       ConfigError);
+  const std::string huge = "# " + std::string(2 << 20, 'x') + "\n";
+  CHECK_THROWS_WITH_AS(load_config_text(huge, "huge.yaml", no_environment),
+                       doctest::Contains("a configuration is at most 1048576 bytes"), ConfigError);
+  CHECK_THROWS_WITH_AS(load_config_file(std::string(RELAY_SOURCE_DIR) + "/config", no_environment),
+                       doctest::Contains("is a directory"), ConfigError);
+  CHECK_THROWS_WITH_AS(load_config_file("/dev/null", no_environment),
+                       doctest::Contains("not a regular file"), ConfigError);
 }
