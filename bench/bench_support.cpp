@@ -67,7 +67,7 @@ BenchDatabase::BenchDatabase(const Options& options, bool notify)
   }
   PostgresConfig postgres;
   postgres.url = url();
-  apply_migrations(postgres, notify);
+  apply_migrations(postgres, notify, RelayConfig{}.lanes);
 }
 
 BenchDatabase::~BenchDatabase() {

@@ -29,4 +29,7 @@ int checkback(const Options& options, int max_concurrent_checks);
 /// NOTIFY, and with the relay running.
 int writer_overhead(const Options& options, int clients, int seconds);
 
+/// The relay's CPU over `seconds` idle on an empty outbox, check-back on (the default) and off.
+int idle(const Options& options, int seconds);
+
 }  // namespace outbox::bench

@@ -59,6 +59,11 @@ int main(int argc, char** argv) {
   writer_command->add_option("--seconds", seconds, "pgbench duration per case")
       ->capture_default_str();
 
+  int idle_seconds = 10;
+  auto* idle_command =
+      app.add_subcommand("idle", "The relay's CPU while nothing is to be done, defaults");
+  idle_command->add_option("--seconds", idle_seconds, "How long to measure")->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
   // Standard output carries only the figures.
   spdlog::set_default_logger(spdlog::stderr_color_mt("bench"));
@@ -71,6 +76,7 @@ int main(int argc, char** argv) {
     if (*latency_command) return latency(options, latency_options);
     if (*checkback_command) return checkback(options, max_concurrent_checks);
     if (*writer_command) return writer_overhead(options, clients, seconds);
+    if (*idle_command) return idle(options, idle_seconds);
   } catch (const std::exception& error) {
     std::cerr << "relay_bench: " << error.what() << "\n";
     return 1;

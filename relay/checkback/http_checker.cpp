@@ -96,10 +96,11 @@ void HttpChecker::start(const CheckEndpointConfig& endpoint, HalfMessage message
 void HttpChecker::perform(std::chrono::milliseconds timeout) {
   int running = 0;
   curl_multi_perform(multi_->handle, &running);
-  if (running > 0) {
-    curl_multi_poll(multi_->handle, nullptr, 0, static_cast<int>(timeout.count()), nullptr);
-    curl_multi_perform(multi_->handle, &running);
-  }
+  // Waits even with no transfer running: curl_multi_poll (unlike curl_multi_wait) sleeps the whole
+  // timeout when it has nothing to watch. Returning at once made the sweeper's waits, which are
+  // loops over perform(), spin a core whenever nothing was in flight (2.4 s of CPU per 10 s idle).
+  curl_multi_poll(multi_->handle, nullptr, 0, static_cast<int>(timeout.count()), nullptr);
+  if (running > 0) curl_multi_perform(multi_->handle, &running);
   int queued = 0;
   while (CURLMsg* info = curl_multi_info_read(multi_->handle, &queued)) {
     if (info->msg != CURLMSG_DONE) continue;

@@ -33,7 +33,8 @@ class HttpChecker {
   HttpChecker& operator=(const HttpChecker&) = delete;
 
   void start(const CheckEndpointConfig& endpoint, HalfMessage message);
-  /// Drives transfers, waiting up to `timeout` for activity; calls on_done for each that finished.
+  /// Drives transfers, waiting up to `timeout` for activity (the whole timeout when none runs, so a
+  /// loop over perform() never spins); calls on_done for each that finished.
   void perform(std::chrono::milliseconds timeout);
   int active() const { return static_cast<int>(transfers_.size()); }
 

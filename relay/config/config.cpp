@@ -339,8 +339,9 @@ class Parser {
       std::istringstream events(text);
       YAML::Parser parser(events);
       AliasRefuser refuser(source_);
-      while (parser.HandleNextDocument(refuser)) {
-      }
+      // The first document only, as YAML::Load reads: on some invalid input yaml-cpp's parser
+      // reports empty documents for ever (the fuzzer found one).
+      parser.HandleNextDocument(refuser);
       root = YAML::Load(text);
     } catch (const YAML::ParserException& error) {
       throw ConfigError(source_, error.mark.line + 1, "", "invalid YAML: " + error.msg);
