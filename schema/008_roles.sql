@@ -9,7 +9,8 @@
 -- Creating the roles needs CREATEROLE; without it they are left to the DBA (README, "Roles and
 -- grants") and only the grants to roles that exist are made.
 
-ALTER TABLE outbox.messages ADD COLUMN written_by name NOT NULL DEFAULT session_user;
+-- text, not name: name is a fixed 64 bytes, and every row carries it.
+ALTER TABLE outbox.messages ADD COLUMN written_by text NOT NULL DEFAULT session_user;
 
 DO $$
 DECLARE

@@ -51,7 +51,9 @@ constexpr const char* kRecordSql =
     "   check_count = m.check_count + CASE WHEN u.sent THEN 1 ELSE 0 END,"
     "   last_check_answer = u.answer,"
     "   next_attempt_at = clock_timestamp() + u.retry_ms * interval '1 millisecond',"
-    "   checking_until = NULL"
+    "   checking_until = NULL,"
+    "   finished_at = CASE WHEN u.verdict = 'ROLLBACK' THEN clock_timestamp()"
+    "                      ELSE m.finished_at END"
     " FROM unnest($1::bigint[], $2::text[], $3::boolean[], $4::text[], $5::bigint[])"
     "   AS u(id, verdict, sent, answer, retry_ms)"
     " WHERE m.id = u.id AND m.state = 'unknown'";

@@ -28,7 +28,7 @@ std::string finished_last_minute_sql(const RoutingConfig& routing) {
          ", count(*) FILTER (WHERE state = 'published')"
          "  FROM outbox.messages"
          " WHERE state IN ('published', 'rolled_back', 'discarded')"
-         "   AND coalesce(published_at, created_at) > now() - interval '1 minute'"
+         "   AND finished_at > now() - interval '1 minute'"
          " GROUP BY 1";
 }
 

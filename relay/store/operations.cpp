@@ -117,7 +117,7 @@ std::int64_t purge_finished_rows(const PostgresConfig& postgres,
           "DELETE FROM outbox.messages WHERE id IN ("
           "  SELECT id FROM outbox.messages"
           "   WHERE state IN ('published', 'rolled_back', 'discarded')"
-          "     AND coalesce(published_at, created_at)"  // now(): an index bound, see lag_reader
+          "     AND finished_at"  // now(): an index bound, see lag_reader
           "         < now() - $1 * interval '1 millisecond'"
           "   LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id",
           older_than.count(), batch_size);

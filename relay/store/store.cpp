@@ -143,6 +143,8 @@ std::string record_outcomes_sql(PublishedRows published_rows) {
       "   attempts = m.attempts + 1,"
       "   published_at = CASE WHEN u.outcome = 'delivered' THEN clock_timestamp()"
       "                       ELSE m.published_at END,"
+      "   finished_at = CASE WHEN u.outcome = 'delivered' THEN clock_timestamp()"
+      "                      ELSE m.finished_at END,"
       "   kafka_partition = CASE WHEN u.outcome = 'delivered' THEN u.kafka_partition"
       "                          ELSE m.kafka_partition END,"
       "   kafka_offset = CASE WHEN u.outcome = 'delivered' THEN u.kafka_offset"

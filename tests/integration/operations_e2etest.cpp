@@ -224,3 +224,20 @@ TEST_CASE("status answers (exit 1) instead of hanging while a migration holds th
   holding.abort();
   CHECK(relay_command("status --config " + config).exit_code == 0);
 }
+
+TEST_CASE("a row discarded today after a week dead keeps its audit trail for keep_finished_ms") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  database.execute(
+      "INSERT INTO outbox.messages (topic, message_key, payload, state, last_error, created_at)"
+      " VALUES ('t', 'old-dead', 'x', 'dead', 'broker said no', now() - interval '8 days')");
+  database.execute(
+      "INSERT INTO outbox.messages (topic, payload, state, published_at, created_at)"
+      " VALUES ('t', 'x', 'published', now() - interval '8 days', now() - interval '8 days')");
+  const std::string config = write_relay_config(database.url());  // keep_finished_ms: 7 days
+  CHECK(relay_command("dead discard --config " + config + " --why 'given up'").exit_code == 0);
+  CHECK(database.count("state = 'discarded' AND finished_at > now() - interval '1 minute'") == 1);
+  const auto purged = relay_command("purge --config " + config);
+  CHECK(purged.output.starts_with("purged 1 finished row(s)"));  // the one published 8 days ago
+  CHECK(database.count("state = 'discarded'") == 1);
+}
