@@ -347,30 +347,29 @@ class LoopState {
     }
   }
 
-  /// Each topic failure holds its topic; logged once per topic and error, then once a minute.
-  void hold_failed_topics() {
-    const auto now = Clock::now();
-    bool changed = false;
-    for (const TopicFailure& failure : publisher_->take_topic_failures()) {
-      const bool was_held = holds_.is_held(failure.route);
-      const TopicHolds::HoldEvent event =
-          holds_.hold(failure.route, failure.topic, failure.error_code, failure.error, now);
-      changed = changed || !was_held;
+  void hold_failed_topics() { hold_topics(publisher_->take_topic_failures()); }
+
+  /// Each failure holds its topic (see TopicHolds::hold_all); logged once per topic and error,
+  /// then once a minute; counted per row.
+  void hold_topics(const std::vector<TopicFailure>& failures) {
+    if (failures.empty()) return;
+    for (const TopicFailure& failure : failures) {
       registry_
           .counter("outbox_topic_failures_total",
                    "Rows whose topic refused or did not acknowledge them, by topic and error; "
                    "the topic is held back, other topics flow.",
                    {{"topic", failure.topic}, {"error", failure.error_code}})
           .increment();
-      if (event.should_log) {
-        pipeline_log()->warn(
-            "event=topic_held topic=\"{}\" error_code={} error=\"{}\" retry_in_ms={} "
-            "effect=\"rows of this topic wait, in order; other topics flow\"",
-            printable(failure.topic, 256), failure.error_code, printable(failure.error),
-            event.retry_in.count());
-      }
     }
-    if (changed) publish_holds();
+    const TopicHolds::Attempt attempt = holds_.hold_all(failures, Clock::now());
+    for (const auto& [failure, event] : attempt.to_log) {
+      pipeline_log()->warn(
+          "event=topic_held topic=\"{}\" error_code={} error=\"{}\" retry_in_ms={} "
+          "effect=\"rows of this topic wait, in order; other topics flow\"",
+          printable(failure->topic, 256), failure->error_code, printable(failure->error),
+          event.retry_in.count());
+    }
+    if (attempt.newly_held) publish_holds();
   }
 
   void release_due_holds() {
@@ -417,6 +416,7 @@ class LoopState {
   /// StalledBatch); the topics of its unfinished rows are held, and the rows say so in last_error.
   void move_stalled_batches() {
     const auto now = Clock::now();
+    std::vector<TopicFailure> failures;  // held once after the loop: one stall, one failure
     while (!in_flight_.empty() && !in_flight_.front().submitted &&
            !in_flight_.front().batch->complete() &&
            now - in_flight_.front().produced_at >= config_.relay.topic_stall_timeout) {
@@ -432,29 +432,13 @@ class LoopState {
         const OutboxRow& row = stalled.batch->rows()[i];
         if (stalled.batch->row_final(i)) continue;
         waiting.push_back(row.id);
-        if (!row.route) continue;
-        const bool was_held = holds_.is_held(*row.route);
-        const auto event = holds_.hold(*row.route, row.topic, "stalled", reason, now);
-        if (!was_held) {
-          registry_
-              .counter("outbox_topic_failures_total",
-                       "Rows whose topic refused or did not acknowledge them, by topic and error; "
-                       "the topic is held back, other topics flow.",
-                       {{"topic", row.topic}, {"error", "stalled"}})
-              .increment();
-        }
-        if (event.should_log) {
-          pipeline_log()->warn(
-              "event=topic_held topic=\"{}\" error_code=stalled error=\"{}\" "
-              "effect=\"rows of this topic wait, in order; other topics flow\"",
-              printable(row.topic, 256), reason);
-        }
+        if (row.route) failures.push_back({*row.route, row.topic, "stalled", reason});
       }
       ++totals_.stalled_batches;
       store_.note_waiting(waiting, reason);
       stalled_.push_back(std::move(stalled));
-      publish_holds();
     }
+    hold_topics(failures);
   }
 
   /// Queues at the recorder what has finished: first the stalled batches' finished rows (they are

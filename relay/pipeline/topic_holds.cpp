@@ -1,6 +1,7 @@
 #include "relay/pipeline/topic_holds.hpp"
 
 #include <algorithm>
+#include <set>
 
 namespace outbox {
 
@@ -37,6 +38,20 @@ TopicHolds::HoldEvent TopicHolds::hold(const std::string& route, const std::stri
   if (event.should_log) hold.logged_at = now;
   hold.retry_at = std::max(hold.retry_at, now + delay);
   return event;
+}
+
+TopicHolds::Attempt TopicHolds::hold_all(const std::vector<TopicFailure>& failures,
+                                         Clock::time_point now) {
+  Attempt attempt;
+  std::set<std::string> seen;
+  for (const TopicFailure& failure : failures) {
+    if (!seen.insert(failure.route).second) continue;
+    attempt.newly_held = attempt.newly_held || !is_held(failure.route);
+    const HoldEvent event =
+        hold(failure.route, failure.topic, failure.error_code, failure.error, now);
+    if (event.should_log) attempt.to_log.emplace_back(&failure, event);
+  }
+  return attempt;
 }
 
 void TopicHolds::delivered(const std::string& route) {

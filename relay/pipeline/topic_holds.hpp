@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "relay/publisher/publisher.hpp"
+
 namespace outbox {
 
 class TopicHolds {
@@ -34,6 +36,15 @@ class TopicHolds {
   /// name) and `error` (its text). Holding a held route again counts one more failure.
   HoldEvent hold(const std::string& route, const std::string& topic, const std::string& error_code,
                  const std::string& error, Clock::time_point now);
+
+  /// Holds the route of each failure once, however many failures name it: one broker answer or
+  /// one stall fails many rows of a topic at once, and its backoff must grow per attempt, not per
+  /// row. Returns the failures to log (the first of each route whose hold says so).
+  struct Attempt {
+    std::vector<std::pair<const TopicFailure*, HoldEvent>> to_log;
+    bool newly_held = false;  ///< some route was not held before
+  };
+  Attempt hold_all(const std::vector<TopicFailure>& failures, Clock::time_point now);
 
   /// A row of `route` was delivered: its backoff starts from the beginning at the next failure.
   void delivered(const std::string& route);

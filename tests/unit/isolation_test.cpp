@@ -64,6 +64,28 @@ TEST_CASE("a hold is logged once per topic and error, and again only after the r
   CHECK(holds.held()[0].since == kStart);
 }
 
+TEST_CASE("many rows of a topic failing at once count one failure of that topic, not one per row") {
+  TopicHolds holds(100ms, 30s);
+  const std::vector<TopicFailure> answer(500, {"orders", "orders", "_MSG_TIMED_OUT", "timed out"});
+  auto attempt = holds.hold_all(answer, kStart);
+  CHECK(attempt.newly_held);
+  REQUIRE(attempt.to_log.size() == 1);
+  CHECK(attempt.to_log[0].second.retry_in == 100ms);
+  CHECK(holds.next_retry() == kStart + 100ms);
+
+  // The next attempt fails the same way: the delay doubles once.
+  holds.release_due(kStart + 100ms, nothing_in_flight);
+  std::vector<TopicFailure> mixed = answer;
+  mixed.push_back({"audit", "audit", "_UNKNOWN_TOPIC", "unknown topic"});
+  attempt = holds.hold_all(mixed, kStart + 100ms);
+  CHECK(attempt.newly_held);
+  CHECK(holds.next_retry() == kStart + 100ms + 100ms);  // audit's first failure
+  REQUIRE(holds.held().size() == 2);
+  holds.release_due(kStart + 250ms, [](const std::string& route) { return route == "orders"; });
+  CHECK(holds.next_retry() == kStart + 100ms + 200ms);  // orders: second attempt, not 501st row
+  CHECK_FALSE(holds.hold_all({}, kStart).newly_held);
+}
+
 TEST_CASE("holding one topic leaves the others claimable") {
   TopicHolds holds(100ms, 1000ms);
   holds.hold("a", "a", "E", "e", kStart);
