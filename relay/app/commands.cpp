@@ -3,16 +3,15 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
-#include <condition_variable>
 #include <cstdlib>
 #include <iostream>
-#include <mutex>
 #include <thread>
 
 #include "relay/app/operator_commands.hpp"
 #include "relay/app/signals.hpp"
 #include "relay/checkback/sweeper.hpp"
 #include "relay/config/config.hpp"
+#include "relay/core/periodic.hpp"
 #include "relay/core/text.hpp"
 #include "relay/observe/logging.hpp"
 #include "relay/observe/metrics_server.hpp"
@@ -37,8 +36,6 @@ constexpr const char* kExitCodesHelp =
 template <typename Body>
 auto guarded(const char* name, std::stop_token stop, Body body) {
   return [name, stop, body = std::move(body)]() mutable {
-    std::mutex mutex;
-    std::condition_variable_any wake;
     std::chrono::milliseconds pause{1000};
     while (!stop.stop_requested()) {
       try {
@@ -51,8 +48,7 @@ auto guarded(const char* name, std::stop_token stop, Body body) {
         spdlog::error("event=worker_failed worker={} error=unknown retry_in_ms={}", name,
                       pause.count());
       }
-      std::unique_lock lock(mutex);
-      wake.wait_for(lock, stop, pause, [] { return false; });
+      wait_unless_stopped(stop, pause);
       pause = std::min(pause * 2, std::chrono::milliseconds(60000));
     }
   };

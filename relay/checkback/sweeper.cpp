@@ -227,13 +227,7 @@ class SweepState {
       checkback_log()->error("event={} id={} reason=\"{}\"",
                              problem.quarantined ? "half_message_quarantined" : "row_parked_dead",
                              problem.id.value, printable(problem.reason));
-      metrics_
-          .counter("outbox_rows_isolated_total",
-                   "Rows a statement could not read or record, taken out of the way: parked dead "
-                   "with the reason, or quarantined (excluded until restart) when even parking "
-                   "failed.",
-                   {{"action", problem.quarantined ? "quarantined" : "parked"}})
-          .increment();
+      rows_isolated_counter(metrics_, problem.quarantined).increment();
     }
   }
 

@@ -172,4 +172,12 @@ std::vector<double> exponential_buckets(double start, double factor, int count) 
   return bounds;
 }
 
+Counter& rows_isolated_counter(MetricsRegistry& registry, bool quarantined) {
+  return registry.counter(
+      "outbox_rows_isolated_total",
+      "Rows a statement could not read or record, taken out of the way: parked dead with the "
+      "reason, or quarantined (excluded until restart) when even parking failed.",
+      {{"action", quarantined ? "quarantined" : "parked"}});
+}
+
 }  // namespace outbox

@@ -85,4 +85,8 @@ class MetricsRegistry {
 /// Bucket bounds growing by `factor` from `start`: {start, start*factor, ...} (`count` bounds).
 std::vector<double> exponential_buckets(double start, double factor, int count);
 
+/// outbox_rows_isolated_total{action="parked"|"quarantined"}: rows a statement could not read or
+/// record (see RowProblem). The relay loop and the sweeper both count it, under one help text.
+Counter& rows_isolated_counter(MetricsRegistry& registry, bool quarantined);
+
 }  // namespace outbox

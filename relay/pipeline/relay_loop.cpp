@@ -65,11 +65,7 @@ struct LoopMetrics {
                                       "Messages in librdkafka's queues or in flight.")),
         topics_held(
             registry.gauge("outbox_topics_held", "Topics held back after a failure of their own.")),
-        isolated_parked(registry.counter(
-            "outbox_rows_isolated_total",
-            "Rows a statement could not read or record, taken out of the way: parked dead with "
-            "the reason, or quarantined (excluded until restart) when even parking failed.",
-            {{"action", "parked"}})),
+        isolated_parked(rows_isolated_counter(registry, /*quarantined=*/false)),
         heartbeats(registry.counter("outbox_lease_heartbeats_total",
                                     "Heartbeats this instance renewed (one per rebalance).")),
         instances_ended(registry.counter(
@@ -83,11 +79,7 @@ struct LoopMetrics {
             "outbox_lease_fenced_unrecorded_deliveries_total",
             "Messages acknowledged by Kafka but not yet recorded when this instance fenced "
             "itself: the lanes' next owner publishes them again.")),
-        quarantined(registry.counter(
-            "outbox_rows_isolated_total",
-            "Rows a statement could not read or record, taken out of the way: parked dead with "
-            "the reason, or quarantined (excluded until restart) when even parking failed.",
-            {{"action", "quarantined"}})) {}
+        quarantined(rows_isolated_counter(registry, /*quarantined=*/true)) {}
 
   Counter& published;
   Counter& retriable_errors;
@@ -265,6 +257,16 @@ class LoopState {
 
   bool nothing_in_flight() const { return in_flight_.empty() && stalled_.empty(); }
 
+  /// True at the first batch the loop still holds, chained or stalled, for which `pred` is:
+  /// together they are what the claim must skip and what a fence leaves unrecorded.
+  template <typename Pred>
+  bool any_batch(Pred&& pred) const {
+    return std::any_of(in_flight_.begin(), in_flight_.end(),
+                       [&](const InFlightBatch& entry) { return pred(*entry.batch); }) ||
+           std::any_of(stalled_.begin(), stalled_.end(),
+                       [&](const StalledBatch& entry) { return pred(*entry.batch); });
+  }
+
   bool can_claim() const {
     return !caught_up_ && !releasing_lanes_ && Clock::now() < lease_valid_until_ &&
            stalled_bytes() < in_flight_byte_limit() &&
@@ -304,12 +306,10 @@ class LoopState {
   void claim_and_produce() {
     while (can_claim() && !stop_.stop_requested()) {
       in_flight_ids_.clear();
-      for (const auto& entry : in_flight_) {
-        for (const OutboxRow& row : entry.batch->rows()) in_flight_ids_.push_back(row.id);
-      }
-      for (const auto& stalled : stalled_) {
-        for (const OutboxRow& row : stalled.batch->rows()) in_flight_ids_.push_back(row.id);
-      }
+      any_batch([&](const PublishBatch& batch) {
+        for (const OutboxRow& row : batch.rows()) in_flight_ids_.push_back(row.id);
+        return false;
+      });
       ClaimedBatch claimed = StageTimes::timed(stage_times_.claim, [&] {
         return store_.claim_batch(in_flight_ids_, holds_.routes(), limits_);
       });
@@ -378,14 +378,10 @@ class LoopState {
     if (now < next_hold_check_) return;
     next_hold_check_ = now + kHoldCheckInterval;
     const auto released = holds_.release_due(now, [&](const std::string& route) {
-      auto of_route = [&](const PublishBatch& batch) {
+      return any_batch([&](const PublishBatch& batch) {
         return std::any_of(batch.rows().begin(), batch.rows().end(),
                            [&](const OutboxRow& row) { return row.route == route; });
-      };
-      return std::any_of(in_flight_.begin(), in_flight_.end(),
-                         [&](const InFlightBatch& entry) { return of_route(*entry.batch); }) ||
-             std::any_of(stalled_.begin(), stalled_.end(),
-                         [&](const StalledBatch& entry) { return of_route(*entry.batch); });
+      });
     });
     for (const std::string& route : released) {
       pipeline_log()->info(
@@ -520,19 +516,15 @@ class LoopState {
   }
 
   std::optional<std::string> key_in_flight(OutboxId id) const {
-    auto find_in = [&](const PublishBatch& batch) -> std::optional<std::optional<std::string>> {
-      for (const OutboxRow& row : batch.rows()) {
-        if (row.id == id) return row.key;
-      }
-      return std::nullopt;
-    };
-    for (const InFlightBatch& entry : in_flight_) {
-      if (auto key = find_in(*entry.batch)) return *key;
-    }
-    for (const StalledBatch& entry : stalled_) {
-      if (auto key = find_in(*entry.batch)) return *key;
-    }
-    return std::nullopt;
+    std::optional<std::string> key;
+    any_batch([&](const PublishBatch& batch) {
+      const auto row = std::find_if(batch.rows().begin(), batch.rows().end(),
+                                    [&](const OutboxRow& candidate) { return candidate.id == id; });
+      if (row == batch.rows().end()) return false;
+      key = row->key;
+      return true;
+    });
+    return key;
   }
 
   /// Counts recorded reports (all of them, or those at `indexes` when given).
@@ -579,14 +571,13 @@ class LoopState {
   /// dropped; the next step reconnects, renews and takes a fair share again.
   void fence(const std::string& why) {
     std::size_t unrecorded_deliveries = 0;
-    auto count_delivered = [&](const PublishBatch& batch) {
-      for (const DeliveryReport& report : batch.reports()) {
-        if (report.outcome == DeliveryOutcome::delivered) ++unrecorded_deliveries;
-      }
-    };
     publisher_->drain(milliseconds(0));
-    for (const InFlightBatch& entry : in_flight_) count_delivered(*entry.batch);
-    for (const StalledBatch& entry : stalled_) count_delivered(*entry.batch);
+    any_batch([&](const PublishBatch& batch) {
+      unrecorded_deliveries += static_cast<std::size_t>(std::count_if(
+          batch.reports().begin(), batch.reports().end(),
+          [](const auto& report) { return report.outcome == DeliveryOutcome::delivered; }));
+      return false;
+    });
     pipeline_log()->error(
         "event=lease_lost_self_fenced reason=\"{}\" lanes={} in_flight_batches={} "
         "acknowledged_not_recorded={} effect=\"produces nothing more for these lanes; the next "

@@ -63,8 +63,6 @@ constexpr const char* kParkSql =
     "UPDATE outbox.messages SET state = 'dead', last_error = $2, checking_until = NULL"
     " WHERE id = $1 AND state = 'unknown'";
 
-constexpr std::size_t kReasonBytes = 1000;
-
 std::string format_bool_array(const std::vector<bool>& values) {
   std::string text = "{";
   for (std::size_t i = 0; i < values.size(); ++i) {
@@ -195,21 +193,15 @@ std::vector<RowProblem> HalfMessageStore::record(std::span<const CheckRecord> re
     try {
       record_some(std::span(&record, 1));
     } catch (const pqxx::sql_error& error) {
-      RowProblem problem{
-          record.id, std::nullopt,
-          capped(std::string("could not record its check-back answer: ") + error.what(),
-                 kReasonBytes)};
-      try {
-        run("park a half message", [&](pqxx::connection& c) {
-          pqxx::nontransaction tx{c};
-          tx.exec_prepared("park_half_message", record.id.value, problem.reason);
-        });
-      } catch (const pqxx::sql_error& parking) {
-        problem.quarantined = true;
-        problem.reason +=
-            capped(std::string("; parking it failed too: ") + parking.what(), kReasonBytes);
-        quarantined_ids_.push_back(record.id.value);
-      }
+      RowProblem problem = isolate_row(
+          record.id, std::string("could not record its check-back answer: ") + error.what(),
+          [&](const std::string& why) {
+            run("park a half message", [&](pqxx::connection& c) {
+              pqxx::nontransaction tx{c};
+              tx.exec_prepared("park_half_message", record.id.value, why);
+            });
+          });
+      if (problem.quarantined) quarantined_ids_.push_back(record.id.value);
       problems.push_back(std::move(problem));
     }
   }

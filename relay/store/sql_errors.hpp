@@ -1,10 +1,12 @@
-// Which PostgreSQL failures are worth retrying. Private to relay/store (it includes pqxx).
+// Which PostgreSQL failures are worth retrying, and what becomes of a row a statement fails on.
+// Private to relay/store (it includes pqxx).
 #pragma once
 
 #include <pqxx/except>
 #include <string>
 #include <string_view>
 
+#include "relay/core/text.hpp"
 #include "relay/store/store.hpp"
 
 namespace outbox {
@@ -48,6 +50,23 @@ auto with_store_errors(const std::string& what, Work&& work, OnLost&& on_connect
     }
     throw;
   }
+}
+
+/// How much of a statement's error a row's reason keeps: enough to act on, never a flood.
+inline constexpr std::size_t kReasonBytes = 1000;
+
+/// The one rule for a row a statement failed on (see RowProblem): `park(reason)` parks it dead;
+/// when even that fails on the row's data, it is marked quarantined for the caller to exclude.
+template <typename Park>
+RowProblem isolate_row(OutboxId id, std::string reason, Park&& park) {
+  RowProblem problem{id, std::nullopt, capped(std::move(reason), kReasonBytes)};
+  try {
+    park(problem.reason);
+  } catch (const pqxx::sql_error& error) {
+    problem.quarantined = true;
+    problem.reason += capped(std::string("; parking it failed too: ") + error.what(), kReasonBytes);
+  }
+  return problem;
 }
 
 }  // namespace outbox

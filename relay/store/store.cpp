@@ -429,9 +429,6 @@ LaneOwnership OutboxStore::rebalance_lanes(bool may_release) {
 
 namespace {
 
-// How much of a statement's error a row's reason keeps: enough to act on, never a flood.
-constexpr std::size_t kReasonBytes = 1000;
-
 /// Turns one claimed row into an OutboxRow. Never throws: whatever about the row cannot be used
 /// becomes its defect, and the row is parked with it.
 OutboxRow decode_row(const pqxx::row& row, const RoutingConfig& routing,
@@ -578,32 +575,26 @@ std::vector<RowProblem> OutboxStore::isolate_claim_failure(const std::string& ex
       rows.push_back(std::move(row));
       if (bytes >= limits.bytes) break;
     } catch (const pqxx::sql_error& error) {
-      RowProblem problem{id, std::nullopt,
-                         capped(std::string("could not be read: ") + error.what(), kReasonBytes)};
-      if (auto parking_failed = park_as_dead(id, problem.reason)) {
-        problem.quarantined = true;
-        problem.reason += "; parking it failed too: " + *parking_failed;
-        quarantine(problem);
-      } else {
-        store_log()->error("event=row_parked_dead id={} reason=\"{}\"", id.value,
-                           printable(problem.reason));
-      }
+      RowProblem problem = park_as_dead(id, std::string("could not be read: ") + error.what());
+      if (problem.quarantined) quarantine(problem);
       problems.push_back(std::move(problem));
     }
   }
   return problems;
 }
 
-std::optional<std::string> OutboxStore::park_as_dead(OutboxId id, const std::string& reason) {
-  try {
+RowProblem OutboxStore::park_as_dead(OutboxId id, std::string reason) {
+  RowProblem problem = isolate_row(id, std::move(reason), [&](const std::string& why) {
     run("park a row as dead", [&] {
       pqxx::nontransaction tx{session_->connection};
-      tx.exec_prepared("park_dead", id.value, reason);
+      tx.exec_prepared("park_dead", id.value, why);
     });
-    return std::nullopt;
-  } catch (const pqxx::sql_error& error) {
-    return capped(error.what(), kReasonBytes);
+  });
+  if (!problem.quarantined) {
+    store_log()->error("event=row_parked_dead id={} reason=\"{}\"", id.value,
+                       printable(problem.reason));
   }
+  return problem;
 }
 
 void OutboxStore::note_waiting(std::span<const OutboxId> ids, const std::string& reason) {
@@ -679,19 +670,9 @@ std::vector<RowProblem> OutboxStore::record_outcomes(std::span<const DeliveryRep
     try {
       record(one);
     } catch (const pqxx::sql_error& error) {
-      RowProblem problem{
-          report.id, std::nullopt,
-          capped("could not record its outcome (" + std::string(outcome_code(report.outcome)) +
-                     "): " + error.what(),
-                 kReasonBytes)};
-      if (auto parking_failed = park_as_dead(report.id, problem.reason)) {
-        problem.quarantined = true;
-        problem.reason += "; parking it failed too: " + *parking_failed;
-      } else {
-        store_log()->error("event=row_parked_dead id={} reason=\"{}\"", report.id.value,
-                           printable(problem.reason));
-      }
-      problems.push_back(std::move(problem));
+      problems.push_back(park_as_dead(report.id, "could not record its outcome (" +
+                                                     std::string(outcome_code(report.outcome)) +
+                                                     "): " + error.what()));
     }
   }
   return problems;

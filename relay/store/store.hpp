@@ -174,7 +174,7 @@ class OutboxStore {
                                                 const std::string& held_routes,
                                                 const ClaimLimits& limits,
                                                 std::vector<OutboxRow>& rows);
-  std::optional<std::string> park_as_dead(OutboxId id, const std::string& reason);
+  RowProblem park_as_dead(OutboxId id, std::string reason);
   void end_expired_instances(pqxx::transaction_base& tx, LaneOwnership& ownership);
 };
 
