@@ -13,6 +13,17 @@
 using namespace outbox::test;
 using namespace std::chrono_literals;
 
+namespace {
+/// How many lanes each instance holds, as PostgreSQL sees their advisory locks: "8,8".
+std::string lane_holders(TestDatabase& database) {
+  return database.scalar(
+      "SELECT coalesce(string_agg(n::text, ',' ORDER BY n), '') FROM (SELECT count(*) n"
+      " FROM pg_locks WHERE locktype = 'advisory' AND classid = 1868724273 AND granted"
+      "   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+      " GROUP BY pid) per_instance");
+}
+}  // namespace
+
 TEST_CASE("an instance configured with another lane count than the outbox's refuses to start") {
   REQUIRE_SERVICES();
   TestDatabase database;  // migrated with the default, 16 lanes
@@ -57,22 +68,35 @@ TEST_CASE("the lane count changes only while no instance runs, and rows flow wit
   CHECK(read_topic(topic).size() == 100);  // each row once: both instances hash with 4 lanes
 }
 
-TEST_CASE("after a PostgreSQL restart the relay publishes again within seconds, not its backoff") {
+TEST_CASE(
+    "after a PostgreSQL restart every instance publishes again within seconds, not its backoff") {
   REQUIRE_SERVICES();
   TestDatabase database;
   const std::string topic = unique_name("pg_back");
-  // The longest backoff this relay would use for anything: the PostgreSQL reconnect is capped
+  // The longest backoff these relays would use for anything: the PostgreSQL reconnect is capped
   // well below it.
-  RelayProcess relay(write_relay_config(database.url(), {{"relay.backoff_max_ms", "60000"}}));
+  const std::string config =
+      write_relay_config(database.url(), {{"relay.backoff_max_ms", "60000"}});
+  RelayProcess first(config), second(config);
+  REQUIRE_MESSAGE(eventually([&] { return lane_holders(database) == "8,8"; }, 20s),
+                  lane_holders(database));
   database.execute("SELECT outbox.publish($1, 'k', 'before'::text)", topic);
   REQUIRE(eventually([&] { return database.count("state = 'published'") == 1; }, 30s));
-  // Down long enough for the relay's attempts to fail several times and its backoff to grow.
+  // Down long enough for the relays' attempts to fail several times and their backoff to grow.
   run_services_script("postgres-stop");
   std::this_thread::sleep_for(8s);
   run_services_script("postgres-start");
-  database.execute("SELECT outbox.publish($1, 'k', 'after'::text)", topic);
-  CHECK_MESSAGE(eventually([&] { return database.count("state = 'published'") == 2; }, 3s),
-                relay.log_tail());
+  // Rows on many keys, so both instances' lanes have work: all of it is done within seconds only
+  // if both came back (the first one back may hold every lane for a moment).
+  database.execute(
+      "SELECT outbox.publish($1, 'k' || n, 'after'::text) FROM generate_series(1, 64) n", topic);
+  CHECK_MESSAGE(eventually([&] { return database.count("state = 'published'") == 65; }, 3s),
+                first.log_tail() << second.log_tail());
+  // Both instances hold lanes again, a fair share each, within a few rebalance intervals.
+  CHECK_MESSAGE(eventually([&] { return lane_holders(database) == "8,8"; }, 10s),
+                lane_holders(database));
+  CHECK(first.starts_logged() == 1);
+  CHECK(second.starts_logged() == 1);
 }
 
 TEST_CASE(
@@ -81,15 +105,9 @@ TEST_CASE(
   TestDatabase database;
   const std::string topic = unique_name("frozen");
   const std::string config = write_relay_config(database.url());  // lease_timeout_ms 15000
-  auto lane_holders = [&] {
-    return database.scalar(
-        "SELECT coalesce(string_agg(n::text, ',' ORDER BY n), '') FROM (SELECT count(*) n"
-        " FROM pg_locks WHERE locktype = 'advisory' AND classid = 1868724273 AND granted"
-        "   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        " GROUP BY pid) per_instance");
-  };
   RelayProcess first(config), second(config);
-  REQUIRE_MESSAGE(eventually([&] { return lane_holders() == "8,8"; }, 20s), lane_holders());
+  REQUIRE_MESSAGE(eventually([&] { return lane_holders(database) == "8,8"; }, 20s),
+                  lane_holders(database));
 
   second.freeze();
   const auto frozen_at = std::chrono::steady_clock::now();
@@ -102,7 +120,7 @@ TEST_CASE(
   MESSAGE(
       "all rows published " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
                             << " ms after the freeze (lease_timeout_ms 15000)");
-  CHECK(lane_holders() == "16");
+  CHECK(lane_holders(database) == "16");
   CHECK(first.log_tail(std::string::npos).find("event=instance_expired") != std::string::npos);
 
   second.thaw();
@@ -114,7 +132,7 @@ TEST_CASE(
           },
           20s),
       second.log_tail());
-  CHECK(eventually([&] { return lane_holders() == "8,8"; }, 30s));
+  CHECK(eventually([&] { return lane_holders(database) == "8,8"; }, 30s));
   CHECK(read_topic(topic).size() >= 200);
   CHECK(second.starts_logged() == 1);  // fenced and back, not restarted
 }
