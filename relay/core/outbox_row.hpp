@@ -41,6 +41,9 @@ struct DeliveryReport {
   std::int32_t partition = -1;
   std::int64_t offset = -1;
   std::string error;
+  /// Not acknowledged, yet possibly written: the message had been sent when it failed (a timeout
+  /// or a purge of an in-flight request). Kafka may still append it.
+  bool possibly_persisted = false;
 };
 
 }  // namespace outbox

@@ -79,6 +79,12 @@ struct LoopMetrics {
             "outbox_lease_fenced_unrecorded_deliveries_total",
             "Messages acknowledged by Kafka but not yet recorded when this instance fenced "
             "itself: the lanes' next owner publishes them again.")),
+        fenced_in_doubt(registry.counter(
+            "outbox_lease_fenced_in_doubt_messages_total",
+            "Messages sent to Kafka but not acknowledged when this instance fenced itself: Kafka "
+            "may still append them, after newer events of their key from the lanes' next owner "
+            "(stale copies). With the previous counter, the bound on what a fenced instance can "
+            "still deliver.")),
         quarantined(rows_isolated_counter(registry, /*quarantined=*/true)) {}
 
   Counter& published;
@@ -95,6 +101,7 @@ struct LoopMetrics {
   Counter& instances_ended;
   Counter& fenced;
   Counter& fenced_unrecorded;
+  Counter& fenced_in_doubt;
   Counter& quarantined;
 };
 
@@ -228,9 +235,7 @@ class LoopState {
   void step() {
     // First, before anything is produced or polled: a lease this instance could not renew in time
     // may be another's by now.
-    if (owned_lanes_ > 0 && Clock::now() >= lease_valid_until_) {
-      fence("the heartbeat was not renewed within relay.lease_timeout_ms");
-    }
+    fence_if_lease_ran_out();
     if (!store_.connected()) {
       store_.ensure_connected();
       next_rebalance_ = Clock::now();  // leases died with the old session
@@ -248,6 +253,9 @@ class LoopState {
     StageTimes::timed(stage_times_.await_kafka, [&] {
       publisher_->poll(can_claim() ? milliseconds(0) : kDeliveryPollInterval);
     });
+    // Again after the poll, where a frozen process wakes: the reports it just served are counted
+    // by the fence before any batch leaves for the recorder.
+    fence_if_lease_ran_out();
     hold_failed_topics();
     move_stalled_batches();
     record_completed_batches();
@@ -569,22 +577,36 @@ class LoopState {
   /// it already sent cannot be recalled, and what was acknowledged but not recorded will be
   /// published again by the lanes' next owner. The session, and with it every lane lock, is
   /// dropped; the next step reconnects, renews and takes a fair share again.
+  void fence_if_lease_ran_out() {
+    if (owned_lanes_ > 0 && Clock::now() >= lease_valid_until_) {
+      fence("the heartbeat was not renewed within relay.lease_timeout_ms");
+    }
+  }
+
+  /// The accounting of what may still reach Kafka for lanes another instance may own by now: every
+  /// batch not yet handed to the recorder, after the purge. Rows acknowledged and rows sent but
+  /// not acknowledged are the bound on copies of this instance's that can land after the next
+  /// owner's; everything else was purged unsent.
   void fence(const std::string& why) {
     std::size_t unrecorded_deliveries = 0;
+    std::size_t in_doubt = 0;
     publisher_->drain(milliseconds(0));
     any_batch([&](const PublishBatch& batch) {
-      unrecorded_deliveries += static_cast<std::size_t>(std::count_if(
-          batch.reports().begin(), batch.reports().end(),
-          [](const auto& report) { return report.outcome == DeliveryOutcome::delivered; }));
+      for (const DeliveryReport& report : batch.reports()) {
+        if (report.outcome == DeliveryOutcome::delivered) ++unrecorded_deliveries;
+        if (report.outcome != DeliveryOutcome::delivered && report.possibly_persisted) ++in_doubt;
+      }
       return false;
     });
     pipeline_log()->error(
         "event=lease_lost_self_fenced reason=\"{}\" lanes={} in_flight_batches={} "
-        "acknowledged_not_recorded={} effect=\"produces nothing more for these lanes; the next "
-        "owner publishes what is not recorded again\"",
-        printable(why), owned_lanes_, in_flight_.size() + stalled_.size(), unrecorded_deliveries);
+        "acknowledged_not_recorded={} sent_not_acknowledged={} effect=\"produces nothing more "
+        "for these lanes; the next owner publishes what is not recorded again\"",
+        printable(why), owned_lanes_, in_flight_.size() + stalled_.size(), unrecorded_deliveries,
+        in_doubt);
     metrics_.fenced.increment();
     metrics_.fenced_unrecorded.increment(unrecorded_deliveries);
+    metrics_.fenced_in_doubt.increment(in_doubt);
     store_.disconnect();
     owned_lanes_ = 0;
     readiness_.lanes_owned = 0;

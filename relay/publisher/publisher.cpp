@@ -89,6 +89,7 @@ struct KafkaPublisher::Producer final : public RdKafka::DeliveryReportCb, public
       }
       report.error = "kafka: " + RdKafka::err2str(message.err());
       if (message.status() == RdKafka::Message::MSG_STATUS_POSSIBLY_PERSISTED) {
+        report.possibly_persisted = true;
         report.error += " (possibly persisted; re-sent)";
       }
     }
