@@ -5,8 +5,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <regex>
 #include <thread>
+#include <vector>
 
 #include "relay/store/lag_reader.hpp"
 #include "tests/support/relay_process.hpp"
@@ -26,6 +32,28 @@ double metric(const std::string& page, const std::string& series) {
   std::smatch match;
   return std::regex_search(page, match, line) ? std::stod(match[2]) : -1;
 }
+
+/// A TCP connection to 127.0.0.1:port that this test holds open, closed on destruction.
+class HeldConnection {
+ public:
+  explicit HeldConnection(int port) : fd_(socket(AF_INET, SOCK_STREAM, 0)) {
+    REQUIRE(fd_ >= 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<std::uint16_t>(port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+  }
+  ~HeldConnection() { close(fd_); }
+  HeldConnection(const HeldConnection&) = delete;
+  HeldConnection& operator=(const HeldConnection&) = delete;
+  void send_text(std::string_view text) {
+    CHECK(send(fd_, text.data(), text.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(text.size()));
+  }
+
+ private:
+  int fd_;
+};
 
 }  // namespace
 
@@ -129,7 +157,45 @@ TEST_CASE("the metrics listener serves /metrics, /healthz and /readyz, and nothi
   CHECK(client.Get("/")->status == 404);
   CHECK(client.Get("/metrics/../etc/passwd")->status == 404);
   CHECK(client.Get("/admin")->status == 404);
-  CHECK(client.Post("/metrics", "x", "text/plain")->status == 404);
+  const auto post = client.Post("/metrics", "x", "text/plain");
+  CHECK(post->status == 405);
+  CHECK(post->get_header_value("Allow") == "GET, HEAD");
+}
+
+TEST_CASE("the listener answers probes within 1 s while 500 idle and 10 slow clients hang on") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  RelayProcess relay(write_relay_config(database.url()));
+  std::vector<std::unique_ptr<HeldConnection>> idle, slow;
+  for (int i = 0; i < 500; ++i)
+    idle.push_back(std::make_unique<HeldConnection>(relay.metrics_port()));
+  for (int i = 0; i < 10; ++i) {
+    slow.push_back(std::make_unique<HeldConnection>(relay.metrics_port()));
+    slow.back()->send_text("GET /metrics HTTP/1.1\r\nHo");  // and never the rest
+  }
+  // A request with 100 kB of headers is refused without harm to the listener.
+  {
+    httplib::Client client("127.0.0.1", relay.metrics_port());
+    client.set_read_timeout(5s);
+    const auto huge = client.Get("/healthz", {{"X-Filler", std::string(100000, 'x')}});
+    CHECK((!huge || huge->status >= 400));
+  }
+  for (int round = 0; round < 5; ++round) {
+    for (const char* path : {"/healthz", "/metrics"}) {
+      httplib::Client client("127.0.0.1", relay.metrics_port());
+      client.set_connection_timeout(1s);
+      client.set_read_timeout(1s);
+      client.set_write_timeout(1s);
+      const auto start = std::chrono::steady_clock::now();
+      const auto response = client.Get(path);
+      INFO(std::string(path) << " after " << (std::chrono::steady_clock::now() - start).count() / 1000000
+                << " ms, round " << round);
+      REQUIRE(response);
+      CHECK(response->status == 200);
+    }
+    for (auto& connection : slow) connection->send_text("s");  // one byte now and then
+  }
+  CHECK(relay.running());
 }
 
 TEST_CASE("/readyz says not ready while Kafka is away") {
