@@ -46,6 +46,7 @@ int print_status(const Config& config, bool json, const StatusThresholds& thresh
                           {"oldest_pending_age_seconds", oldest},
                           {"unknown_rows", lag.unknown_rows},
                           {"oldest_unknown_age_seconds", lag.oldest_unknown_age_seconds},
+                          {"oldest_unknown_answer", lag.oldest_unknown_answer},
                           {"dead_rows", lag.dead_rows},
                           {"oldest_transaction_age_seconds", lag.oldest_transaction_age_seconds},
                           {"thresholds_exceeded", exceeded},
@@ -77,6 +78,10 @@ int print_status(const Config& config, bool json, const StatusThresholds& thresh
         "oldest open transaction %.1f s\n",
         backlog, oldest, static_cast<long long>(lag.unknown_rows),
         static_cast<long long>(lag.dead_rows), lag.oldest_transaction_age_seconds);
+    if (!lag.oldest_unknown_answer.empty()) {
+      std::printf("undecided rows: the oldest checked one's last answer: %s\n",
+                  printable(lag.oldest_unknown_answer, 300).c_str());
+    }
   }
   for (const std::string& reason : exceeded) std::cerr << "outbox-relay status: " << reason << '\n';
   return exceeded.empty() ? kExitOk : kExitThreshold;

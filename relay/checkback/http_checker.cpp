@@ -22,6 +22,7 @@ struct HttpChecker::Transfer {
   std::int64_t max_response_bytes = 0;
   bool response_too_large = false;
   long timeout_ms = 0;
+  char error_detail[CURL_ERROR_SIZE] = {};  // libcurl's own words, e.g. which certificate failed
 
   ~Transfer() {
     curl_slist_free_all(headers);
@@ -40,6 +41,35 @@ struct HttpChecker::Transfer {
     return bytes;
   }
 };
+
+namespace {
+/// The handshake or a certificate failed: wrong or missing CA, expired, wrong name, a client
+/// certificate the endpoint refuses or the relay cannot load. It will not mend itself. Under TLS
+/// 1.3 a refused client certificate arrives as an alert after the handshake, on the first read.
+bool is_tls_failure(CURLcode code, std::string_view detail) {
+  switch (code) {
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+      return detail.find("SSL routines") != std::string_view::npos;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CLIENTCERT:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+      return true;
+    default:
+      return false;
+  }
+}
+}  // namespace
 
 struct HttpChecker::Multi {
   CURLM* handle = curl_multi_init();
@@ -85,6 +115,12 @@ void HttpChecker::start(const CheckEndpointConfig& endpoint, HalfMessage message
   curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, transfer->timeout_ms);
   curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(easy, CURLOPT_USERAGENT, "outbox-relay");
+  curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, transfer->error_detail);
+  if (!endpoint.ca_file.empty()) curl_easy_setopt(easy, CURLOPT_CAINFO, endpoint.ca_file.c_str());
+  if (!endpoint.cert_file.empty()) {
+    curl_easy_setopt(easy, CURLOPT_SSLCERT, endpoint.cert_file.c_str());
+  }
+  if (!endpoint.key_file.empty()) curl_easy_setopt(easy, CURLOPT_SSLKEY, endpoint.key_file.c_str());
   curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &Transfer::write);
   curl_easy_setopt(easy, CURLOPT_WRITEDATA, transfer.get());
   if (curl_multi_add_handle(multi_->handle, easy) != CURLM_OK) {
@@ -122,8 +158,15 @@ void HttpChecker::perform(std::chrono::milliseconds timeout) {
       result.answer = {CheckVerdict::unknown, CheckFailure::timeout,
                        "no answer within " + std::to_string(transfer->timeout_ms) + " ms"};
     } else if (code != CURLE_OK) {
-      result.answer = {CheckVerdict::unknown, CheckFailure::connection,
-                       std::string("request failed: ") + curl_easy_strerror(code)};
+      std::string description = curl_easy_strerror(code);
+      if (transfer->error_detail[0] != '\0')
+        description += ": " + std::string(transfer->error_detail);
+      if (is_tls_failure(code, transfer->error_detail)) {
+        result.answer = {CheckVerdict::unknown, CheckFailure::tls, "TLS: " + description};
+      } else {
+        result.answer = {CheckVerdict::unknown, CheckFailure::connection,
+                         "request failed: " + description};
+      }
     } else {
       long status = 0;
       curl_easy_getinfo(transfer->easy, CURLINFO_RESPONSE_CODE, &status);

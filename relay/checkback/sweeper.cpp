@@ -164,7 +164,11 @@ class SweepState {
     CheckRecord record;
     record.id = message.id;
     record.verdict = answer.verdict;
-    record.request_sent = request_sent;
+    // A check counts toward max_checks when it reached the endpoint, and also when TLS failed: a
+    // certificate problem does not mend itself, so the row ends dead with the TLS error as its
+    // reason after max_checks instead of waiting unseen forever. An endpoint that is down (no
+    // connection) is waited for without limit, as RocketMQ's broker waits for its producer.
+    record.request_sent = request_sent || answer.failure == CheckFailure::tls;
     record.answer = answer.description;
     // The next check waits check_interval x 2^(checks so far), capped, plus up to 20% jitter,
     // never less: two instances then never check a row twice within one interval.
@@ -200,11 +204,24 @@ class SweepState {
                  "Check-back attempts without a usable answer, by kind.",
                  {{"kind", std::string(to_string(answer.failure))}})
         .increment();
+    if (answer.failure == CheckFailure::tls) warn_tls_failure(message, answer);
     if (first_failure_.empty()) {
       first_failure_ = "id=" + std::to_string(message.id.value) + " group=\"" +
                        printable(message.producer_group, 256) + "\" reason=\"" +
                        printable(answer.description, 512) + "\"";
     }
+  }
+
+  /// A TLS failure is an operator's problem: logged as a warning, once a minute per group.
+  void warn_tls_failure(const HalfMessage& message, const CheckAnswer& answer) {
+    const auto now = std::chrono::steady_clock::now();
+    auto [last, first_time] = tls_warned_.try_emplace(message.producer_group, now);
+    if (!first_time && now - last->second < std::chrono::minutes(1)) return;
+    last->second = now;
+    checkback_log()->warn(
+        "event=checkback_tls_failed producer_group=\"{}\" error=\"{}\" effect=\"the check counts "
+        "toward checkback.max_checks; set ca_file, cert_file or key_file of this endpoint\"",
+        printable(message.producer_group, 256), printable(answer.description, 512));
   }
 
   void flush() {
@@ -253,6 +270,7 @@ class SweepState {
   std::mt19937_64 random_;
   std::vector<CheckRecord> records_;
   std::set<std::string> warned_groups_;
+  std::map<std::string, std::chrono::steady_clock::time_point> tls_warned_;  // by group
   std::string first_failure_;
   std::map<std::string, int> batch_outcomes_;  // for the one log line per recorded batch
   bool idle_ = false;

@@ -244,6 +244,18 @@ const std::vector<EndpointProperty>& endpoint_properties() {
       {{"authorization", ValueKind::string, "\"\"", "",
         "Value of the Authorization header sent with each check (never logged).", 0, 0, nullptr},
        [](CheckEndpointConfig& e, const std::string& v) { e.authorization = v; }},
+      {{"ca_file", ValueKind::string, "\"\"", "path",
+        "PEM file of the CAs that verify this https endpoint (a private CA), instead of the "
+        "system's.",
+        0, 0, nullptr},
+       [](CheckEndpointConfig& e, const std::string& v) { e.ca_file = v; }},
+      {{"cert_file", ValueKind::string, "\"\"", "path",
+        "PEM client certificate the relay presents to this https endpoint (mutual TLS).", 0, 0,
+        nullptr},
+       [](CheckEndpointConfig& e, const std::string& v) { e.cert_file = v; }},
+      {{"key_file", ValueKind::string, "\"\"", "path",
+        "PEM private key of cert_file (omit it when cert_file holds the key too).", 0, 0, nullptr},
+       [](CheckEndpointConfig& e, const std::string& v) { e.key_file = v; }},
       {{"max_concurrent_checks", ValueKind::integer, "8", "1..1024",
         "Checks in flight at once to this endpoint.", 1, 1024, nullptr},
        [](CheckEndpointConfig& e, const std::string& v) {
@@ -441,6 +453,29 @@ class Parser {
     lines_[key] = line_of(node);
   }
 
+  /// The TLS files of an endpoint are read when the relay starts checking; a missing one is a
+  /// configuration error now, not a check failure on every row later.
+  void check_tls_files(const CheckEndpointConfig& endpoint, const std::string& group_key,
+                       int line) const {
+    const std::pair<const char*, const std::string*> files[] = {{"ca_file", &endpoint.ca_file},
+                                                                {"cert_file", &endpoint.cert_file},
+                                                                {"key_file", &endpoint.key_file}};
+    for (const auto& [leaf, path] : files) {
+      if (path->empty()) continue;
+      const std::string key = group_key + "." + leaf;
+      if (!endpoint.url.starts_with("https://")) {
+        throw ConfigError(source_, line, key, "applies to https:// URLs only");
+      }
+      std::error_code error;
+      if (!std::filesystem::is_regular_file(*path, error) || !std::ifstream(*path)) {
+        throw ConfigError(source_, line, key, "cannot read '" + *path + "' (a readable file)");
+      }
+    }
+    if (!endpoint.key_file.empty() && endpoint.cert_file.empty()) {
+      throw ConfigError(source_, line, group_key + ".key_file", "needs cert_file");
+    }
+  }
+
   /// checkback.endpoints: producer group -> the keys of endpoint_properties().
   void apply_endpoints(const YAML::Node& node, Config& config) {
     const std::string base = "checkback.endpoints";
@@ -461,9 +496,12 @@ class Parser {
             std::find_if(endpoint_properties().begin(), endpoint_properties().end(),
                          [&](const EndpointProperty& p) { return p.spec.name == leaf; });
         if (found == endpoint_properties().end()) {
+          std::string known;
+          for (const EndpointProperty& property : endpoint_properties()) {
+            known += (known.empty() ? "" : ", ") + std::string(property.spec.name);
+          }
           throw ConfigError(source_, line_of(entry.first), key,
-                            "unknown key; an endpoint takes url, timeout_ms, authorization, "
-                            "max_concurrent_checks, max_checks_per_second");
+                            "unknown key; an endpoint takes " + known);
         }
         found->store(endpoint, checked_scalar(found->spec, entry.second, key));
       }
@@ -474,6 +512,7 @@ class Parser {
         throw ConfigError(source_, line_of(group_entry.second), group_key + ".url",
                           "must start with http:// or https://");
       }
+      check_tls_files(endpoint, group_key, line_of(group_entry.second));
       config.checkback.endpoints[group] = std::move(endpoint);
     }
   }

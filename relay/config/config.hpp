@@ -67,6 +67,9 @@ struct CheckEndpointConfig {
   std::string url;                          ///< http:// or https://; redirects not followed
   std::chrono::milliseconds timeout{3000};  ///< whole request, connect to last byte
   std::string authorization;                ///< Authorization header value; never logged
+  std::string ca_file;    ///< PEM CAs that verify an https endpoint, instead of the system's
+  std::string cert_file;  ///< PEM client certificate, for mutual TLS
+  std::string key_file;   ///< its PEM private key (omitted: cert_file holds both)
   std::int32_t max_concurrent_checks = 8;
   std::int32_t max_checks_per_second = 100;
 };

@@ -40,6 +40,8 @@ std::string_view to_string(CheckFailure failure) {
       return "timeout";
     case CheckFailure::connection:
       return "connection";
+    case CheckFailure::tls:
+      return "tls";
     case CheckFailure::too_large:
       return "too_large";
     case CheckFailure::no_endpoint:

@@ -33,6 +33,7 @@ enum class CheckFailure {
   unknown_status,  ///< a "status" outside the contract
   timeout,
   connection,   ///< could not connect or the transfer broke
+  tls,          ///< the TLS handshake or a certificate failed (counts toward max_checks)
   too_large,    ///< over checkback.max_response_bytes
   no_endpoint,  ///< no endpoint configured for the producer group
 };

@@ -24,6 +24,9 @@ struct LagSnapshot {
   std::vector<TopicLag> topics;  ///< every topic with pending, unknown, dead or recent rows
   std::int64_t unknown_rows = 0;
   double oldest_unknown_age_seconds = 0;
+  /// What the endpoint last answered for the oldest half message that has been checked (a TLS
+  /// failure, a timeout, UNKNOWN): why undecided rows wait. Cut to a few hundred bytes.
+  std::string oldest_unknown_answer;
   std::int64_t dead_rows = 0;
   /// The oldest open transaction in the database: it holds back what the relay can see and what
   /// VACUUM can clean, so a long one is worth an alert.

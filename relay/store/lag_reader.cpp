@@ -91,6 +91,13 @@ LagSnapshot LagReader::read() {
         snapshot.oldest_unknown_age_seconds =
             tx.exec1("SELECT " + age + " FROM outbox.messages WHERE state = 'unknown'")[0]
                 .as<double>();
+        // The unknown rows' partial index serves it; there are as many as are undecided.
+        if (const auto answer = tx.exec(
+                "SELECT left(last_check_answer, 300) FROM outbox.messages"
+                " WHERE state = 'unknown' AND last_check_answer IS NOT NULL ORDER BY id LIMIT 1");
+            !answer.empty()) {
+          snapshot.oldest_unknown_answer = answer[0][0].c_str();
+        }
         // Prepared transactions (two-phase commit) belong to no session, so pg_stat_activity does
         // not show them, yet they hold back visibility and VACUUM just the same: counted from when
         // they were prepared. Other roles' xact_start is visible only with pg_read_all_stats.

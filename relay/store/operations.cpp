@@ -67,7 +67,12 @@ std::vector<DeadRow> list_dead_rows(const PostgresConfig& postgres, const Routin
     for (const auto& row : tx.exec_params(
              "SELECT id, coalesce(\"" + routing.topic_column +
                  "\"::text, ''), message_key,"
-                 "       to_char(created_at, 'YYYY-MM-DD HH24:MI:SS'), coalesce(last_error, ''),"
+                 "       to_char(created_at, 'YYYY-MM-DD HH24:MI:SS'), coalesce(last_error, '') ||"
+                 // An exhausted half message's reason is what its endpoint last answered (a TLS
+                 // failure, a timeout, UNKNOWN): last_error itself stays the literal requeue knows.
+                 "       CASE WHEN last_error = 'check-back exhausted' AND last_check_answer IS NOT"
+                 "            NULL THEN '; last answer: ' || left(last_check_answer, 500) ELSE '' "
+                 "END,"
                  "       attempts, check_count"
                  "  FROM outbox.messages" +
                  dead_rows_where(routing) + " ORDER BY id LIMIT $5",

@@ -12,6 +12,7 @@
 #include "tests/support/services.hpp"
 #include "tests/support/status_endpoint.hpp"
 #include "tests/support/test_database.hpp"
+#include "tests/support/test_pki.hpp"
 #include "tests/support/workload.hpp"
 
 using namespace outbox::test;
@@ -145,6 +146,78 @@ TEST_CASE("garbage from the endpoint changes nothing but the check count") {
           std::string::npos);
   }
   CHECK(page.find("outbox_checkback_checks_total{outcome=\"failed\"}") != std::string::npos);
+}
+
+TEST_CASE("https endpoints: a private CA and a client certificate work; a TLS failure is seen") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  TestPki pki;
+  // The endpoint's certificate is signed by the private CA, and it asks for a client certificate
+  // signed by that CA too (mutual TLS).
+  StatusEndpoint endpoint([](const json&) { return StatusEndpoint::status("COMMIT"); },
+                          EndpointTls{pki.server_cert(), pki.server_key(), pki.ca_cert()});
+  const std::string topic = unique_name("tls");
+  const std::string trusted = ", ca_file: \"" + pki.ca_cert() + "\"";
+  const std::string client_cert =
+      ", cert_file: \"" + pki.client_cert() + "\", key_file: \"" + pki.client_key() + "\"";
+  auto group = [&](const std::string& name, const std::string& files) {
+    return name + ": {url: \"" + endpoint.url() + "\", timeout_ms: 3000" + files + "}";
+  };
+  const std::string endpoints =
+      "{" + group("mutual", trusted + client_cert) + ", " + group("system-cas-only", client_cert) +
+      ", " + group("other-ca", ", ca_file: \"" + pki.other_ca_cert() + "\"" + client_cert) + ", " +
+      group("no-client-cert", trusted) + "}";
+  auto prepare_in = [&](const std::string& producer_group) {
+    return database
+        .scalar("SELECT outbox.prepare('" + topic + "', 'k', 'p'::text, '{}'::jsonb, '" +
+                producer_group + "', 'tx-" + producer_group + "')")
+        .size();  // the id, as text; read back below by group
+  };
+  for (const char* name : {"mutual", "system-cas-only", "other-ca", "no-client-cert"}) {
+    prepare_in(name);
+  }
+  auto of_group = [&](const std::string& what, const std::string& producer_group) {
+    return database.scalar("SELECT " + what + " FROM outbox.messages WHERE producer_group = '" +
+                           producer_group + "'");
+  };
+  const std::string config =
+      write_relay_config(database.url(), {{"checkback.check_delay_ms", "200"},
+                                          {"checkback.check_interval_ms", "4000"},
+                                          {"checkback.sweep_interval_ms", "100"},
+                                          {"checkback.max_checks", "2"},
+                                          {"checkback.endpoints", endpoints}});
+  RelayProcess relay(config);
+
+  REQUIRE_MESSAGE(eventually([&] { return of_group("state::text", "mutual") == "published"; }, 20s),
+                  relay.log_tail());
+  CHECK(read_topic(topic).size() == 1);
+
+  // The first failed check counts, and status says why the undecided rows wait.
+  REQUIRE(eventually([&] { return of_group("check_count", "system-cas-only") == "1"; }, 10s));
+  const CommandResult status = relay_command("status --config " + config);
+  CHECK_MESSAGE(status.output.find("last answer: TLS: ") != std::string::npos, status.output);
+  CHECK(relay.log_tail(std::string::npos).find("event=checkback_tls_failed") != std::string::npos);
+  httplib::Client client("127.0.0.1", relay.metrics_port());
+  CHECK(client.Get("/metrics")->body.find("outbox_checkback_errors_total{kind=\"tls\"}") !=
+        std::string::npos);
+
+  // Each failing row ends dead after max_checks, and `dead list` gives the failure as its reason:
+  // none waits forever unseen, none reached the endpoint's handler.
+  for (const std::string name : {"system-cas-only", "other-ca", "no-client-cert"}) {
+    CAPTURE(name);
+    REQUIRE_MESSAGE(eventually([&] { return of_group("state::text", name) == "dead"; }, 30s),
+                    of_group("last_check_answer", name));
+    CHECK(of_group("check_count", name) == "2");
+  }
+  const CommandResult dead = relay_command("dead list --json --config " + config);
+  const json listed = json::parse(dead.output);
+  REQUIRE(listed.size() == 3);
+  for (const json& row : listed) {
+    CHECK_MESSAGE(
+        row["reason"].get<std::string>().starts_with("check-back exhausted; last answer: TLS: "),
+        row.dump());
+  }
+  CHECK(endpoint.total_requests() == 1);
 }
 
 TEST_CASE("after the last allowed check a row is parked dead, and once requeued it is resolved") {

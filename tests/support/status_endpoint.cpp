@@ -6,8 +6,19 @@
 
 namespace outbox::test {
 
-StatusEndpoint::StatusEndpoint(Handler handler)
-    : handler_(std::move(handler)), server_(std::make_unique<httplib::Server>()) {
+namespace {
+std::unique_ptr<httplib::Server> make_server(const std::optional<EndpointTls>& tls) {
+  if (!tls) return std::make_unique<httplib::Server>();
+  auto server = std::make_unique<httplib::SSLServer>(
+      tls->cert_file.c_str(), tls->key_file.c_str(),
+      tls->client_ca_file.empty() ? nullptr : tls->client_ca_file.c_str());
+  REQUIRE_MESSAGE(server->is_valid(), "the https endpoint could not load its certificate");
+  return server;
+}
+}  // namespace
+
+StatusEndpoint::StatusEndpoint(Handler handler, std::optional<EndpointTls> tls)
+    : handler_(std::move(handler)), server_(make_server(tls)), https_(tls.has_value()) {
   server_->new_task_queue = [] { return new httplib::ThreadPool(64); };
   server_->Post("/check", [this](const httplib::Request& request, httplib::Response& response) {
     const int now = ++in_flight_;
@@ -41,7 +52,8 @@ StatusEndpoint::~StatusEndpoint() {
 }
 
 std::string StatusEndpoint::url() const {
-  return "http://127.0.0.1:" + std::to_string(port_) + "/check";
+  return std::string(https_ ? "https" : "http") + "://127.0.0.1:" + std::to_string(port_) +
+         "/check";
 }
 
 int StatusEndpoint::requests_for(long long id) const {

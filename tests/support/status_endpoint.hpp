@@ -1,5 +1,5 @@
-// A real HTTP status-check endpoint for the check-back tests (cpp-httplib on 127.0.0.1), whose
-// answers the test scripts and whose requests it counts.
+// A real HTTP or HTTPS status-check endpoint for the check-back tests (cpp-httplib on 127.0.0.1),
+// whose answers the test scripts and whose requests it counts.
 #pragma once
 
 #include <atomic>
@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -27,10 +28,18 @@ struct EndpointReply {
   std::chrono::milliseconds delay{0};  ///< wait before answering
 };
 
+/// An https endpoint's own certificate and key and, for mutual TLS, the CA its clients'
+/// certificates must chain to (empty: no client certificate asked for).
+struct EndpointTls {
+  std::string cert_file;
+  std::string key_file;
+  std::string client_ca_file;
+};
+
 class StatusEndpoint {
  public:
   using Handler = std::function<EndpointReply(const nlohmann::json& request)>;
-  explicit StatusEndpoint(Handler handler);
+  explicit StatusEndpoint(Handler handler, std::optional<EndpointTls> tls = std::nullopt);
   ~StatusEndpoint();
   StatusEndpoint(const StatusEndpoint&) = delete;
   StatusEndpoint& operator=(const StatusEndpoint&) = delete;
@@ -54,6 +63,7 @@ class StatusEndpoint {
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
   int port_ = 0;
+  bool https_ = false;
   mutable std::mutex mutex_;
   std::map<long long, std::vector<nlohmann::json>> requests_;
   std::map<long long, std::vector<std::chrono::steady_clock::time_point>> arrivals_;
