@@ -12,6 +12,7 @@
 #include "relay/checkback/sweeper.hpp"
 #include "relay/config/config.hpp"
 #include "relay/core/periodic.hpp"
+#include "relay/core/redaction.hpp"
 #include "relay/core/text.hpp"
 #include "relay/observe/logging.hpp"
 #include "relay/observe/metrics_server.hpp"
@@ -54,14 +55,18 @@ auto guarded(const char* name, std::stop_token stop, Body body) {
   };
 }
 
-Config load_and_set_up(const std::string& config_path) {
+/// What the command line prints and logs passes through these, once a configuration is loaded.
+using Secrets = std::shared_ptr<SecretRedactor>;
+
+Config load_and_set_up(const std::string& config_path, const Secrets& secrets) {
   Config config = load_config_file(config_path);
-  configure_logging(config.logging);
+  *secrets = SecretRedactor(configured_secrets(config));
+  configure_logging(config.logging, secrets);
   return config;
 }
 
-int run_relay(const std::string& config_path) {
-  const Config config = load_and_set_up(config_path);
+int run_relay(const std::string& config_path, const Secrets& secrets) {
+  const Config config = load_and_set_up(config_path, secrets);
   // Both before any other thread starts: the signal mask is inherited, and libcurl's global
   // initialisation is not thread-safe.
   StopOnSignals stop_on_signals;
@@ -113,8 +118,8 @@ int run_relay(const std::string& config_path) {
   return kExitOk;
 }
 
-int migrate(const std::string& config_path) {
-  const Config config = load_and_set_up(config_path);
+int migrate(const std::string& config_path, const Secrets& secrets) {
+  const Config config = load_and_set_up(config_path, secrets);
   const std::vector<int> applied =
       apply_migrations(config.postgres, config.relay.notify, config.relay.lanes);
   std::cout << (applied.empty() ? "schema is up to date"
@@ -123,8 +128,8 @@ int migrate(const std::string& config_path) {
   return kExitOk;
 }
 
-int show_lanes(const std::string& config_path) {
-  const Config config = load_and_set_up(config_path);
+int show_lanes(const std::string& config_path, const Secrets& secrets) {
+  const Config config = load_and_set_up(config_path, secrets);
   const std::optional<int> stored = stored_lane_count(config.postgres);
   if (!stored) {
     std::cout << "no lane count stored yet; the first migrate or run stores relay.lanes ("
@@ -139,26 +144,27 @@ int show_lanes(const std::string& config_path) {
   return kExitOk;
 }
 
-int set_lanes(const std::string& config_path, int lanes) {
+int set_lanes(const std::string& config_path, int lanes, const Secrets& secrets) {
   if (lanes < 1 || lanes > 1024 || (lanes & (lanes - 1)) != 0) {
     std::cerr << "outbox-relay lanes set: the lane count must be a power of two from 1 to 1024 "
                  "(got "
               << lanes << ")\n";
     return kExitUsage;
   }
-  const Config config = load_and_set_up(config_path);
+  const Config config = load_and_set_up(config_path, secrets);
   const int old = change_lane_count(config.postgres, lanes);
   std::cout << "lanes " << old << " -> " << lanes << "; set relay.lanes: " << lanes
             << " in every instance's configuration\n";
   return kExitOk;
 }
 
-int check_config(const std::string& config_path, bool print_reference) {
+int check_config(const std::string& config_path, bool print_reference, const Secrets& secrets) {
   if (print_reference) {
     std::cout << render_reference_markdown();
     return kExitOk;
   }
   const Config config = load_config_file(config_path);
+  *secrets = SecretRedactor(configured_secrets(config));
   // Everything `run` checks before it connects anywhere, so what run refuses, this refuses too.
   session_connection_string(config.postgres);  // ConfigError when libpq cannot parse it
   validate_producer_config(config.kafka);      // PublisherConfigError
@@ -280,32 +286,38 @@ int run_command_line(int argc, char** argv) {
     return code == 0 ? kExitOk : kExitUsage;
   }
 
+  const Secrets secrets = std::make_shared<SecretRedactor>();
+  auto safe = [&](const std::exception& error) { return secrets->redact(error.what()); };
   try {
-    if (*run) return run_relay(config_path);
-    if (*migrate_command) return migrate(config_path);
-    if (*status) return print_status(load_and_set_up(config_path), json, thresholds);
-    if (*dead_list) return list_dead(load_and_set_up(config_path), filter, limit, json);
-    if (*dead_requeue) return requeue_dead(load_and_set_up(config_path), filter, batch_size);
-    if (*dead_discard) return discard_dead(load_and_set_up(config_path), filter, why, batch_size);
-    if (*purge_command) return purge(load_and_set_up(config_path));
-    if (*lanes_show) return show_lanes(config_path);
-    if (*lanes_set) return set_lanes(config_path, new_lanes);
+    if (*run) return run_relay(config_path, secrets);
+    if (*migrate_command) return migrate(config_path, secrets);
+    if (*status) return print_status(load_and_set_up(config_path, secrets), json, thresholds);
+    if (*dead_list) return list_dead(load_and_set_up(config_path, secrets), filter, limit, json);
+    if (*dead_requeue) {
+      return requeue_dead(load_and_set_up(config_path, secrets), filter, batch_size);
+    }
+    if (*dead_discard) {
+      return discard_dead(load_and_set_up(config_path, secrets), filter, why, batch_size);
+    }
+    if (*purge_command) return purge(load_and_set_up(config_path, secrets));
+    if (*lanes_show) return show_lanes(config_path, secrets);
+    if (*lanes_set) return set_lanes(config_path, new_lanes, secrets);
     if (check->parsed() && !print_reference && config_path.empty()) {
       std::cerr << "outbox-relay check-config: --config is required\n";
       return kExitUsage;
     }
-    return check_config(config_path, print_reference);
+    return check_config(config_path, print_reference, secrets);
   } catch (const ConfigError& error) {
-    std::cerr << "outbox-relay: invalid configuration: " << error.what() << '\n';
+    std::cerr << "outbox-relay: invalid configuration: " << safe(error) << '\n';
     return kExitConfig;
   } catch (const LaneCountMismatch& error) {
-    std::cerr << "outbox-relay: invalid configuration: " << error.what() << '\n';
+    std::cerr << "outbox-relay: invalid configuration: " << safe(error) << '\n';
     return kExitConfig;
   } catch (const PublisherConfigError& error) {
-    std::cerr << "outbox-relay: invalid Kafka configuration: " << error.what() << '\n';
+    std::cerr << "outbox-relay: invalid Kafka configuration: " << safe(error) << '\n';
     return kExitConfig;
   } catch (const std::exception& error) {
-    std::cerr << "outbox-relay: " << error.what() << '\n';
+    std::cerr << "outbox-relay: " << safe(error) << '\n';
     return kExitFailure;
   }
 }

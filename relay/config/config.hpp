@@ -155,6 +155,13 @@ std::int64_t producer_message_max_bytes(const KafkaConfig& kafka);
 /// The connection URL with any password replaced by "***", safe for logs and errors.
 std::string redact_postgres_url(const std::string& url);
 
+/// Every secret value the configuration holds, for SecretRedactor: postgres.url's password (as
+/// libpq parses it and as it is written, so a malformed URL's password is known too), the values
+/// of kafka.properties whose names say password, secret, token or key material, and each
+/// check-back endpoint's authorization value (and its credential after the scheme) and URL
+/// password.
+std::vector<std::string> configured_secrets(const Config& config);
+
 /// A Markdown table of every key: name, type, default, range, meaning. The README embeds it and
 /// tests/unit/config_test.cpp checks that the README and config/relay.yaml mention every key.
 std::string render_reference_markdown();

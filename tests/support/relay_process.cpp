@@ -147,7 +147,10 @@ int RelayProcess::starts_logged() const {
 }
 
 CommandResult relay_command(const std::string& arguments) {
-  const std::string command = std::string(RELAY_BINARY) + " " + arguments + " 2>/dev/null";
+  const auto errors_path =
+      std::filesystem::temp_directory_path() / (unique_name("relay-command") + ".stderr");
+  const std::string command =
+      std::string(RELAY_BINARY) + " " + arguments + " 2>'" + errors_path.string() + "'";
   CommandResult result;
   FILE* pipe = popen(command.c_str(), "r");
   REQUIRE(pipe != nullptr);
@@ -155,6 +158,9 @@ CommandResult relay_command(const std::string& arguments) {
   while (std::fgets(buffer, sizeof buffer, pipe)) result.output += buffer;
   const int status = pclose(pipe);
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  std::ifstream errors(errors_path);
+  result.errors.assign(std::istreambuf_iterator<char>(errors), std::istreambuf_iterator<char>());
+  std::filesystem::remove(errors_path);
   return result;
 }
 

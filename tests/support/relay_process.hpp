@@ -49,8 +49,9 @@ class RelayProcess {
 struct CommandResult {
   int exit_code = -1;
   std::string output;  ///< stdout
+  std::string errors;  ///< stderr
 };
-/// Runs `outbox-relay <arguments>` (a shell word list) to completion; stderr is discarded.
+/// Runs `outbox-relay <arguments>` (a shell word list) to completion.
 CommandResult relay_command(const std::string& arguments);
 
 /// Waits until `condition()` holds, up to `timeout`; returns whether it did.

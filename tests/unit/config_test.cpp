@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "relay/config/config.hpp"
+#include "relay/core/redaction.hpp"
 
 using namespace outbox;
 using namespace std::chrono_literals;
@@ -186,6 +187,46 @@ TEST_CASE("passwords never survive redaction, in URI or keyword form, well forme
     CHECK(shown.find("s3c") == std::string::npos);
     CHECK(shown.find("ret") == std::string::npos);
   }
+}
+
+TEST_CASE("every secret of the configuration is known to the redactor, however it is written") {
+  auto secrets_of = [](const std::string& yaml) {
+    return SecretRedactor(configured_secrets(load_config_text(yaml, "test.yaml", no_environment)));
+  };
+  const std::string kafka =
+      "kafka: {bootstrap_servers: b:9092, properties: {"
+      "sasl.password: kafka-pw-1, ssl.key.password: kafka-pw-2, "
+      "sasl.oauthbearer.client.secret: kafka-pw-3, client.id: relay-7}}\n";
+  const std::string endpoints =
+      "checkback: {endpoints: {g: {url: \"https://u:url-pw-4@h/check\", "
+      "authorization: \"Bearer token-5\"}}}\n";
+  // libpq's own messages for malformed URLs, which quote the password they could not read.
+  for (const std::string url :
+       {"postgresql://app:s3cr%zzet@db/x", "postgresql://app:s3c ret@db/x",
+        "postgresql://app:s3c@ret@db/x", "postgresql://app:s3cr%21et@db/x"}) {
+    CAPTURE(url);
+    const SecretRedactor secrets =
+        secrets_of("postgres: {url: \"" + url + "\"}\n" + kafka + endpoints);
+    const std::string password = url.substr(18, url.rfind('@') - 18);
+    const std::string leaked = "invalid percent-encoded token: \"" + password +
+                               "\"; could not translate host name \"" + password + "\"";
+    CHECK(secrets.redact(leaked).find("s3c") == std::string::npos);
+    const std::string other = secrets.redact(
+        "kafka-pw-1 kafka-pw-2 kafka-pw-3 url-pw-4 Bearer token-5 token-5 client relay-7");
+    CHECK(other == "*** *** *** *** *** *** client relay-7");
+  }
+  // Decoded too: libpq hands the server, and its errors quote, the password percent-decoded.
+  CHECK(secrets_of("postgres: {url: \"postgresql://app:s3cr%21et@db/x\"}\n" + kafka)
+            .redact("s3cr!et") == "***");
+  CHECK(secrets_of("postgres: {url: \"host=db password='s3cr et' user=app\"}\n" + kafka)
+            .redact("password='s3cr et'") == "password='***'");
+}
+
+TEST_CASE("the redactor cuts each secret whole, longest first, and leaves short values alone") {
+  const SecretRedactor secrets({"abcdef", "abcd", "xyz", ""});
+  CHECK(secrets.redact("abcdefgh abcd xyz") == "***gh *** xyz");
+  CHECK(secrets.redact("abcdabcdabcd") == "*********");
+  CHECK(SecretRedactor().redact("nothing to hide") == "nothing to hide");
 }
 
 TEST_CASE("config/relay.yaml loads and documents every declared key; minimal.yaml loads") {
