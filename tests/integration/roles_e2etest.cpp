@@ -2,7 +2,11 @@
 // only its documented role (schema/008), and a writer cannot read or change rows it did not write.
 #include <doctest/doctest.h>
 
+#include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
+
+#include <functional>
+#include <thread>
 
 #include "tests/support/kafka_reader.hpp"
 #include "tests/support/relay_process.hpp"
@@ -103,4 +107,70 @@ TEST_CASE("each job runs with its role only, and a writer cannot touch another w
   CHECK(relay_command("status --json --config " + reader_config).exit_code == 0);
   CHECK(relay_command("lanes show --config " + reader_config).output == "lanes 16\n");
   CHECK(relay.terminate() == 0);
+}
+
+TEST_CASE(
+    "the oldest-transaction figure sees prepared transactions and other roles' transactions") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  if (database.scalar("SHOW max_prepared_transactions") == "0") {
+    // scripts/services up enables two-phase commit on the cluster it manages.
+    WARN_MESSAGE(false, "skipped: max_prepared_transactions is 0 on this server");
+    doctest::skip();
+    return;
+  }
+  const Login reader("status_login", "outbox_reader");
+  const std::string config = write_relay_config(reader.url(database));
+  auto oldest = [&] {
+    const CommandResult status = relay_command("status --json --config " + config);
+    REQUIRE_MESSAGE(status.exit_code == 0, status.errors);
+    return nlohmann::json::parse(status.output)["oldest_transaction_age_seconds"].get<double>();
+  };
+  CHECK(oldest() < 1.0);
+
+  // A prepared transaction belongs to no session: pg_stat_activity does not show it.
+  const std::string gid = unique_name("prepared");
+  {
+    pqxx::connection connection = database.connect();
+    pqxx::nontransaction tx{connection};
+    // (not an outbox row: publish NOTIFYs, and a transaction that did cannot be prepared)
+    tx.exec("CREATE TABLE IF NOT EXISTS two_phase (n int)");
+    tx.exec("BEGIN");
+    tx.exec("INSERT INTO two_phase VALUES (1)");
+    tx.exec("PREPARE TRANSACTION '" + gid + "'");
+  }  // the session ends; the transaction stays, prepared
+  auto commit_prepared = [&] {
+    pqxx::connection connection = database.connect();
+    pqxx::nontransaction tx{connection};  // COMMIT PREPARED runs outside a transaction block
+    tx.exec("COMMIT PREPARED '" + gid + "'");
+  };
+  // Committed however the test ends, or the database could not be dropped.
+  struct AtEnd {
+    std::function<void()> work;
+    bool done = false;
+    ~AtEnd() {
+      try {
+        if (!done) work();
+      } catch (const std::exception&) {
+      }
+    }
+  } at_end{commit_prepared};
+  CHECK_MESSAGE(eventually([&] { return oldest() >= 1.0; }, 15s), "prepared transaction unseen");
+
+  commit_prepared();
+  at_end.done = true;
+  CHECK(eventually([&] { return oldest() < 1.0; }, 15s));
+
+  // Another role's open transaction: its xact_start is visible to the reader role only through
+  // pg_read_all_stats. Without the README's grant the figure is blind to it; with it, it sees it.
+  database.execute("REVOKE pg_read_all_stats FROM outbox_reader");
+  pqxx::connection other = database.connect();  // the superuser, another role than the reader's
+  pqxx::work open{other};
+  open.exec("SELECT txid_current()");
+  std::this_thread::sleep_for(1500ms);  // old enough to be seen, were it visible
+  CHECK(oldest() < 1.0);
+  database.execute("GRANT pg_read_all_stats TO outbox_reader");  // as the README says
+  CHECK_MESSAGE(eventually([&] { return oldest() >= 1.0; }, 15s),
+                "another role's transaction unseen");
+  open.abort();
 }
