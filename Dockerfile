@@ -13,7 +13,7 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libpqxx-6.4 libpq5 librdkafka++1 librdkafka1 libyaml-cpp0.7 libspdlog1.10 libfmt9 \
-      libcurl4 libmicrohttpd12 ca-certificates \
+      libcurl4 libmicrohttpd12 libprometheus-cpp-core1.0 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --no-create-home relay
 COPY --from=build /src/build/outbox-relay /usr/local/bin/outbox-relay

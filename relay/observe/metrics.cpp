@@ -1,8 +1,13 @@
 #include "relay/observe/metrics.hpp"
 
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
 #include <algorithm>
-#include <cmath>
-#include <sstream>
 
 #include "relay/core/assert.hpp"
 #include "relay/core/text.hpp"
@@ -10,19 +15,6 @@
 namespace outbox {
 
 namespace {
-
-std::string escape_label_value(const std::string& value) {
-  std::string escaped;
-  for (char c : value) {
-    if (c == '\\' || c == '"') escaped.push_back('\\');
-    if (c == '\n') {
-      escaped += "\\n";
-      continue;
-    }
-    escaped.push_back(c);
-  }
-  return escaped;
-}
 
 // Label values often come from writers (a topic name): each is capped, and a family holds a
 // bounded number of series, so a million distinct or megabyte-long topics cannot make /metrics
@@ -40,128 +32,114 @@ MetricLabels bounded_labels(const SeriesMap& series, const MetricLabels& labels)
   return bounded;
 }
 
-std::string format_labels(const MetricLabels& labels, const std::string& extra_name = "",
-                          const std::string& extra_value = "") {
-  if (labels.empty() && extra_name.empty()) return "";
-  std::string text = "{";
-  bool first = true;
-  for (const auto& [name, value] : labels) {
-    text += (first ? "" : ",") + name + "=\"" + escape_label_value(value) + "\"";
-    first = false;
-  }
-  if (!extra_name.empty()) text += (first ? "" : ",") + extra_name + "=\"" + extra_value + "\"";
-  return text + "}";
-}
-
-std::string format_number(double value) {
-  if (std::isinf(value)) return value > 0 ? "+Inf" : "-Inf";
-  if (std::isnan(value)) return "NaN";
-  std::ostringstream out;
-  out.precision(12);
-  out << value;
-  return out.str();
-}
-
-void add_atomic(std::atomic<double>& target, double value) {
-  double current = target.load(std::memory_order_relaxed);
-  while (!target.compare_exchange_weak(current, current + value, std::memory_order_relaxed)) {
-  }
-}
+/// One prometheus-cpp family and the wrappers of its series, by (bounded) labels.
+template <typename Prometheus, typename Wrapper>
+struct FamilyOf {
+  prometheus::Family<Prometheus>* family = nullptr;
+  std::map<MetricLabels, std::unique_ptr<Wrapper>> series;
+};
 
 }  // namespace
 
-Histogram::Histogram(std::vector<double> upper_bounds)
-    : upper_bounds_(std::move(upper_bounds)),
-      bucket_counts_(new std::atomic<std::uint64_t>[upper_bounds_.size() + 1]) {
-  RELAY_ASSERT(std::is_sorted(upper_bounds_.begin(), upper_bounds_.end()), "bounds ascend");
-  for (std::size_t i = 0; i <= upper_bounds_.size(); ++i) bucket_counts_[i] = 0;
-}
+void Counter::increment(std::uint64_t by) { series_->Increment(static_cast<double>(by)); }
+void Gauge::set(double value) { series_->Set(value); }
+void Histogram::observe(double value) { series_->Observe(value); }
 
-void Histogram::observe(double value) {
-  const auto bucket =
-      std::lower_bound(upper_bounds_.begin(), upper_bounds_.end(), value) - upper_bounds_.begin();
-  bucket_counts_[bucket].fetch_add(1, std::memory_order_relaxed);
-  add_atomic(sum_, value);
-}
+struct MetricsRegistry::Families {
+  std::map<std::string, FamilyOf<prometheus::Counter, Counter>> counters;
+  std::map<std::string, FamilyOf<prometheus::Gauge, Gauge>> gauges;
+  std::map<std::string, FamilyOf<prometheus::Histogram, Histogram>> histograms;
 
-std::vector<std::uint64_t> Histogram::cumulative_counts() const {
-  std::vector<std::uint64_t> counts(upper_bounds_.size() + 1);
-  std::uint64_t running = 0;
-  for (std::size_t i = 0; i <= upper_bounds_.size(); ++i) {
-    running += bucket_counts_[i].load(std::memory_order_relaxed);
-    counts[i] = running;
+  /// A name belongs to one type only (Prometheus's rule, and a programming error otherwise).
+  bool taken_by_another(const std::string& name, const void* own_map) const {
+    return (own_map != &counters && counters.contains(name)) ||
+           (own_map != &gauges && gauges.contains(name)) ||
+           (own_map != &histograms && histograms.contains(name));
   }
-  return counts;
-}
+};
 
-double Histogram::sum() const { return sum_.load(std::memory_order_relaxed); }
+MetricsRegistry::MetricsRegistry()
+    : registry_(std::make_shared<prometheus::Registry>()),
+      families_(std::make_unique<Families>()) {}
+MetricsRegistry::~MetricsRegistry() = default;
 
-MetricsRegistry::Family& MetricsRegistry::family(const std::string& name, Kind kind,
-                                                 const std::string& help) {
-  auto [found, inserted] = families_.try_emplace(name, Family{kind, help, {}, {}, {}});
-  RELAY_ASSERT(found->second.kind == kind, "a metric family keeps its type");
-  return found->second;
+namespace {
+/// The wrapper of `labels`' series in the family `name`, made with `build` and `add` on first use.
+template <typename Map, typename Build, typename Add>
+auto& series_of(Map& families, const std::string& name, const MetricLabels& labels, Build&& build,
+                Add&& add) {
+  auto& entry = families[name];
+  if (entry.family == nullptr) entry.family = &build();
+  const MetricLabels bounded = bounded_labels(entry.series, labels);
+  auto& wrapper = entry.series[bounded];
+  if (!wrapper) {
+    const prometheus::Labels prometheus_labels(bounded.begin(), bounded.end());
+    wrapper = std::make_unique<std::remove_reference_t<decltype(*wrapper)>>(
+        add(*entry.family, prometheus_labels));
+  }
+  return *wrapper;
 }
+}  // namespace
 
 Counter& MetricsRegistry::counter(const std::string& name, const std::string& help,
                                   const MetricLabels& labels) {
   std::lock_guard lock(mutex_);
-  auto& series_map = family(name, Kind::counter, help).counters;
-  auto& series = series_map[bounded_labels(series_map, labels)];
-  if (!series) series = std::make_unique<Counter>();
-  return *series;
+  RELAY_ASSERT(!families_->taken_by_another(name, &families_->counters),
+               "a metric family keeps its type");
+  return series_of(
+      families_->counters, name, labels,
+      [&]() -> auto& {
+        return prometheus::BuildCounter().Name(name).Help(help).Register(*registry_);
+      },
+      [](auto& family, const prometheus::Labels& l) -> auto& { return family.Add(l); });
 }
 
 Gauge& MetricsRegistry::gauge(const std::string& name, const std::string& help,
                               const MetricLabels& labels) {
   std::lock_guard lock(mutex_);
-  auto& series_map = family(name, Kind::gauge, help).gauges;
-  auto& series = series_map[bounded_labels(series_map, labels)];
-  if (!series) series = std::make_unique<Gauge>();
-  return *series;
+  RELAY_ASSERT(!families_->taken_by_another(name, &families_->gauges),
+               "a metric family keeps its type");
+  return series_of(
+      families_->gauges, name, labels,
+      [&]() -> auto& {
+        return prometheus::BuildGauge().Name(name).Help(help).Register(*registry_);
+      },
+      [](auto& family, const prometheus::Labels& l) -> auto& { return family.Add(l); });
 }
 
 Histogram& MetricsRegistry::histogram(const std::string& name, const std::string& help,
                                       const std::vector<double>& upper_bounds,
                                       const MetricLabels& labels) {
   std::lock_guard lock(mutex_);
-  auto& series_map = family(name, Kind::histogram, help).histograms;
-  auto& series = series_map[bounded_labels(series_map, labels)];
-  if (!series) series = std::make_unique<Histogram>(upper_bounds);
-  return *series;
+  RELAY_ASSERT(!families_->taken_by_another(name, &families_->histograms),
+               "a metric family keeps its type");
+  RELAY_ASSERT(std::is_sorted(upper_bounds.begin(), upper_bounds.end()), "bounds ascend");
+  return series_of(
+      families_->histograms, name, labels,
+      [&]() -> auto& {
+        return prometheus::BuildHistogram().Name(name).Help(help).Register(*registry_);
+      },
+      [&](auto& family, const prometheus::Labels& l) -> auto& {
+        return family.Add(l, prometheus::Histogram::BucketBoundaries(upper_bounds));
+      });
 }
 
 void MetricsRegistry::clear_gauge(const std::string& name) {
   std::lock_guard lock(mutex_);
-  if (auto found = families_.find(name); found != families_.end()) found->second.gauges.clear();
+  const auto found = families_->gauges.find(name);
+  if (found == families_->gauges.end()) return;
+  auto& entry = found->second;
+  for (const auto& [labels, wrapper] : entry.series) {
+    const prometheus::Labels prometheus_labels(labels.begin(), labels.end());
+    // The wrapper's series is the family's series of these labels: Add returns the existing one.
+    entry.family->Remove(&entry.family->Add(prometheus_labels));
+  }
+  entry.series.clear();
 }
 
 std::string MetricsRegistry::render() const {
   std::lock_guard lock(mutex_);
-  std::string text;
-  for (const auto& [name, family] : families_) {
-    static constexpr const char* kTypes[] = {"counter", "gauge", "histogram"};
-    text += "# HELP " + name + " " + family.help + "\n";
-    text += "# TYPE " + name + " " + kTypes[static_cast<int>(family.kind)] + "\n";
-    for (const auto& [labels, counter] : family.counters) {
-      text += name + format_labels(labels) + " " + std::to_string(counter->value()) + "\n";
-    }
-    for (const auto& [labels, gauge] : family.gauges) {
-      text += name + format_labels(labels) + " " + format_number(gauge->value()) + "\n";
-    }
-    for (const auto& [labels, histogram] : family.histograms) {
-      const auto counts = histogram->cumulative_counts();
-      const auto& bounds = histogram->upper_bounds();
-      for (std::size_t i = 0; i < counts.size(); ++i) {
-        const std::string bound = i < bounds.size() ? format_number(bounds[i]) : "+Inf";
-        text += name + "_bucket" + format_labels(labels, "le", bound) + " " +
-                std::to_string(counts[i]) + "\n";
-      }
-      text += name + "_sum" + format_labels(labels) + " " + format_number(histogram->sum()) + "\n";
-      text += name + "_count" + format_labels(labels) + " " + std::to_string(counts.back()) + "\n";
-    }
-  }
-  return text;
+  return prometheus::TextSerializer().Serialize(registry_->Collect());
 }
 
 std::vector<double> exponential_buckets(double start, double factor, int count) {

@@ -1,13 +1,13 @@
-// A small Prometheus metrics registry: counters, gauges and histograms with fixed label sets,
-// rendered in the text exposition format 0.0.4. Debian 12 ships no C++ Prometheus client, and
-// this is all the relay needs.
+// The relay's metrics: prometheus-cpp's registry and text exposition format (0.0.4), behind the
+// small interface the modules use: a series named by family, help text and labels, created on
+// first use. Added here: the bounds a registry fed by writers' bytes needs (label values capped,
+// series per family bounded; see metrics.cpp).
 //
-// Thread-safety: creating a series and rendering take a mutex; updating a series is lock-free
-// (atomics), so the hot path never waits. Series live as long as the registry; references to them
-// stay valid.
+// Thread-safety: creating a series and rendering take a mutex; updating a series is
+// prometheus-cpp's (atomics for counters and gauges, a short lock for a histogram). Series live as
+// long as the registry, except gauges dropped by clear_gauge; references to others stay valid.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -15,47 +15,56 @@
 #include <string>
 #include <vector>
 
+namespace prometheus {
+class Registry;
+class Counter;
+class Gauge;
+class Histogram;
+template <typename T>
+class Family;
+}  // namespace prometheus
+
 namespace outbox {
 
 using MetricLabels = std::map<std::string, std::string>;
 
 class Counter {
  public:
-  void increment(std::uint64_t by = 1) { value_.fetch_add(by, std::memory_order_relaxed); }
-  std::uint64_t value() const { return value_.load(std::memory_order_relaxed); }
+  explicit Counter(prometheus::Counter& series) : series_(&series) {}
+  void increment(std::uint64_t by = 1);
 
  private:
-  std::atomic<std::uint64_t> value_{0};
+  prometheus::Counter* series_;
 };
 
 class Gauge {
  public:
-  void set(double value) { value_.store(value, std::memory_order_relaxed); }
-  double value() const { return value_.load(std::memory_order_relaxed); }
+  explicit Gauge(prometheus::Gauge& series) : series_(&series) {}
+  void set(double value);
 
  private:
-  std::atomic<double> value_{0};
+  prometheus::Gauge* series_;
 };
 
 class Histogram {
  public:
-  /// `upper_bounds` ascending; +Inf is implied.
-  explicit Histogram(std::vector<double> upper_bounds);
+  explicit Histogram(prometheus::Histogram& series) : series_(&series) {}
   void observe(double value);
-  std::vector<std::uint64_t> cumulative_counts() const;  ///< one per bound, then +Inf
-  double sum() const;
-  const std::vector<double>& upper_bounds() const { return upper_bounds_; }
 
  private:
-  std::vector<double> upper_bounds_;
-  std::unique_ptr<std::atomic<std::uint64_t>[]> bucket_counts_;  // per bucket, not cumulative
-  std::atomic<double> sum_{0};
+  prometheus::Histogram* series_;
 };
 
 class MetricsRegistry {
  public:
+  MetricsRegistry();
+  ~MetricsRegistry();
+  MetricsRegistry(const MetricsRegistry&) = delete;
+  MetricsRegistry& operator=(const MetricsRegistry&) = delete;
+
   /// The series of family `name` with `labels`, created on first use. Asking for an existing
-  /// family with another type or help text is a programming error (aborts).
+  /// family with another type is a programming error (aborts). `upper_bounds` ascend; +Inf is
+  /// implied.
   Counter& counter(const std::string& name, const std::string& help,
                    const MetricLabels& labels = {});
   Gauge& gauge(const std::string& name, const std::string& help, const MetricLabels& labels = {});
@@ -64,22 +73,14 @@ class MetricsRegistry {
   /// Drops every series of a gauge family, for gauges whose label values come and go (per topic).
   void clear_gauge(const std::string& name);
 
-  /// The Prometheus text format, families in name order.
+  /// The Prometheus text format.
   std::string render() const;
 
  private:
-  enum class Kind { counter, gauge, histogram };
-  struct Family {
-    Kind kind;
-    std::string help;
-    std::map<MetricLabels, std::unique_ptr<Counter>> counters;
-    std::map<MetricLabels, std::unique_ptr<Gauge>> gauges;
-    std::map<MetricLabels, std::unique_ptr<Histogram>> histograms;
-  };
-  Family& family(const std::string& name, Kind kind, const std::string& help);
-
+  struct Families;
   mutable std::mutex mutex_;
-  std::map<std::string, Family> families_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<Families> families_;
 };
 
 /// Bucket bounds growing by `factor` from `start`: {start, start*factor, ...} (`count` bounds).
