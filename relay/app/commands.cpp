@@ -9,6 +9,7 @@
 
 #include "relay/app/operator_commands.hpp"
 #include "relay/app/signals.hpp"
+#include "relay/app/version.hpp"
 #include "relay/checkback/sweeper.hpp"
 #include "relay/config/config.hpp"
 #include "relay/core/periodic.hpp"
@@ -194,6 +195,9 @@ int run_command_line(int argc, char** argv) {
       "in per-key order.",
       "outbox-relay"};
   app.footer(kExitCodesHelp);
+  app.set_version_flag(
+      "--version", [] { return version_text(); },
+      "Print the version, the git revision and the libraries' versions");
   app.require_subcommand(1);
   std::string config_path;
   auto add_config_option = [&](CLI::App* command) {
