@@ -8,7 +8,9 @@ namespace outbox {
 
 /// Blocks SIGINT and SIGTERM in the calling thread (and so in every thread created after it, which
 /// is why it must be constructed before the Kafka producer) and waits for them on its own thread.
-/// The first signal requests stop on `stop_source()`. Restores the signal mask when destroyed.
+/// The first signal requests stop on `stop_source()`; a second one exits at once (128 + its
+/// number), for an operator who will not wait for the clean stop. Restores the signal mask when
+/// destroyed.
 class StopOnSignals {
  public:
   StopOnSignals();

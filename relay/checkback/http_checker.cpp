@@ -89,6 +89,8 @@ HttpChecker::~HttpChecker() {
   transfers_.clear();
 }
 
+void HttpChecker::wakeup() { curl_multi_wakeup(multi_->handle); }
+
 void HttpChecker::start(const CheckEndpointConfig& endpoint, HalfMessage message) {
   auto transfer = std::make_unique<Transfer>();
   transfer->easy = curl_easy_init();

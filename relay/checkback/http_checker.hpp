@@ -37,6 +37,9 @@ class HttpChecker {
   /// loop over perform() never spins); calls on_done for each that finished.
   void perform(std::chrono::milliseconds timeout);
   int active() const { return static_cast<int>(transfers_.size()); }
+  /// Ends a perform() that is waiting, from any thread (curl_multi_wakeup): how a stop request
+  /// reaches an idle sweeper at once.
+  void wakeup();
 
  private:
   struct Transfer;

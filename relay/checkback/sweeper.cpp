@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <functional>
 #include <map>
 #include <random>
 #include <set>
@@ -253,10 +254,13 @@ class SweepState {
     sleep_for(delay);
   }
 
+  /// Waits `duration`, serving live transfers; with none, one blocking wait that a stop request
+  /// ends (wake_on_stop_), so an idle sweeper costs nothing between sweeps.
   void sleep_for(milliseconds duration) {
     const auto deadline = Clock::now() + duration;
     while (!stop_.stop_requested() && Clock::now() < deadline) {
-      checker_.perform(std::min(kPollSlice * 4, duration));  // keeps any live transfer moving
+      const auto left = std::chrono::ceil<milliseconds>(deadline - Clock::now());
+      checker_.perform(checker_.active() > 0 ? std::min(kPollSlice * 4, left) : left);
     }
   }
 
@@ -266,6 +270,7 @@ class SweepState {
   HalfMessageStore store_;
   std::map<std::string, GroupLane> lanes_;
   HttpChecker checker_;
+  std::stop_callback<std::function<void()>> wake_on_stop_{stop_, [this] { checker_.wakeup(); }};
   Backoff store_backoff_;
   std::mt19937_64 random_;
   std::vector<CheckRecord> records_;

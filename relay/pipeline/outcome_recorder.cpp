@@ -1,11 +1,16 @@
 #include "relay/pipeline/outcome_recorder.hpp"
 
+#include <pthread.h>
+
 namespace outbox {
 
 OutcomeRecorder::OutcomeRecorder(const PostgresConfig& postgres, const RelayConfig& relay,
                                  PublishedRows published_rows)
     : store_(postgres, RoutingConfig{}, relay, published_rows, SessionRole::recorder),
-      thread_([this](std::stop_token stop) { work(std::move(stop)); }) {}
+      thread_([this](std::stop_token stop) {
+        pthread_setname_np(pthread_self(), "recorder");
+        work(std::move(stop));
+      }) {}
 
 OutcomeRecorder::~OutcomeRecorder() {
   thread_.request_stop();

@@ -10,6 +10,7 @@
 
 #include "relay/core/assert.hpp"
 #include "relay/core/backoff.hpp"
+#include "relay/core/stop_event.hpp"
 #include "relay/core/text.hpp"
 #include "relay/pipeline/outcome_recorder.hpp"
 #include "relay/pipeline/topic_holds.hpp"
@@ -649,9 +650,9 @@ class LoopState {
     while (!stop_.stop_requested()) {
       const auto now = Clock::now();
       if (now >= deadline) break;
-      const auto slice =
-          std::min(kStopCheckInterval, std::chrono::duration_cast<milliseconds>(deadline - now));
-      if (store_.wait_for_wakeup(slice)) break;
+      // Rounded up: a wait cut a millisecond short would wake once more for nothing.
+      const auto left = std::chrono::ceil<milliseconds>(deadline - now);
+      if (store_.wait_for_wakeup(left, stop_event_.fd())) break;
     }
     caught_up_ = false;
   }
@@ -726,6 +727,7 @@ class LoopState {
   LoopMetrics metrics_;
   MetricsRegistry& registry_;
   std::stop_token stop_;
+  StopEvent stop_event_{stop_};  // ends the idle wait at once when a stop is requested
   OutboxStore store_;
   // Batches are declared before the publisher so the publisher, whose callbacks point into them,
   // is destroyed first.

@@ -10,7 +10,11 @@
 namespace outbox {
 
 namespace {
+// Checked every second while rows change, so a busy table is vacuumed soon after it passes the
+// threshold; the wait doubles while the count stands still, up to half a minute, so an idle relay
+// does not ask PostgreSQL every second.
 constexpr std::chrono::seconds kCheckInterval{1};
+constexpr std::chrono::seconds kIdleCheckIntervalMax{32};
 }  // namespace
 
 TableVacuumer::TableVacuumer(const Config& config, Telemetry& telemetry)
@@ -24,7 +28,9 @@ void TableVacuumer::run(std::stop_token stop) {
   // Dead versions a VACUUM could not remove (an old snapshot still sees them) stay counted; the
   // threshold applies to what came after, so such a table is not vacuumed every second.
   std::int64_t left_by_last_vacuum = 0;
-  run_every(kCheckInterval, stop, [&] {
+  std::chrono::seconds interval = kCheckInterval;
+  std::int64_t dead_at_last_check = -1;
+  auto check = [&] {
     try {
       if (!permission_checked) {
         if (!vacuum.allowed()) {
@@ -37,10 +43,14 @@ void TableVacuumer::run(std::stop_token stop) {
         permission_checked = true;
       }
       const std::int64_t dead = vacuum.dead_row_versions();
+      interval = dead == dead_at_last_check ? std::min(interval * 2, kIdleCheckIntervalMax)
+                                            : kCheckInterval;
+      dead_at_last_check = dead;
       if (dead - left_by_last_vacuum >= config_.retention.vacuum_dead_rows) {
         const auto start = std::chrono::steady_clock::now();
         vacuum.run();
         left_by_last_vacuum = vacuum.dead_row_versions();
+        dead_at_last_check = left_by_last_vacuum;
         vacuums.increment(1);
         spdlog::info("event=table_vacuumed dead_before={} dead_after={} duration_ms={}", dead,
                      left_by_last_vacuum,
@@ -52,7 +62,8 @@ void TableVacuumer::run(std::stop_token stop) {
       spdlog::warn("event=vacuum_failed error=\"{}\"", error.what());
     }
     return true;
-  });
+  };
+  while (!stop.stop_requested() && check()) wait_unless_stopped(stop, interval);
 }
 
 }  // namespace outbox

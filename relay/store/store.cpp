@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <libpq-fe.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -352,18 +353,27 @@ void OutboxStore::ensure_connected() {
                     redact_postgres_url(postgres_.url));
 }
 
-bool OutboxStore::wait_for_wakeup(std::chrono::milliseconds timeout) {
+bool OutboxStore::wait_for_wakeup(std::chrono::milliseconds timeout, int interrupt_fd) {
   ensure_connected();
-  if (!session_->wakeups) {
-    std::this_thread::sleep_for(timeout);
-    return false;
-  }
+  const bool listening = session_->wakeups != nullptr;
   return run("wait for NOTIFY", [&] {
-    // A notification that arrived while we were busy is already buffered; take it first.
-    session_->connection.get_notifs();
-    if (session_->wakeups->take() > 0) return true;
-    const auto micros = std::chrono::duration_cast<std::chrono::microseconds>(timeout).count();
-    session_->connection.await_notification(micros / 1'000'000, micros % 1'000'000);
+    if (listening) {
+      // A notification that arrived while we were busy is already buffered; take it first.
+      session_->connection.get_notifs();
+      if (session_->wakeups->take() > 0) return true;
+    }
+    // One poll() over the session's socket and the interrupt: no wake-ups in between, so an idle
+    // relay costs nothing until its next deadline.
+    pollfd watched[2];
+    nfds_t count = 0;
+    if (interrupt_fd >= 0) watched[count++] = {interrupt_fd, POLLIN, 0};
+    if (listening) watched[count++] = {session_->connection.sock(), POLLIN, 0};
+    if (count == 0) {
+      std::this_thread::sleep_for(timeout);
+      return false;
+    }
+    if (poll(watched, count, static_cast<int>(timeout.count())) <= 0 || !listening) return false;
+    session_->connection.get_notifs();  // reads the socket; a broken session throws here
     return session_->wakeups->take() > 0;
   });
 }

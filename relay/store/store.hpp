@@ -116,9 +116,10 @@ class OutboxStore {
   void disconnect() noexcept;
   bool connected() const;
 
-  /// Waits up to `timeout` for a NOTIFY from the insert trigger. Returns true when one arrived.
-  /// Without LISTEN (relay.notify off) it simply sleeps. Throws StoreUnavailable.
-  bool wait_for_wakeup(std::chrono::milliseconds timeout);
+  /// Waits up to `timeout` for a NOTIFY from the insert trigger, or until `interrupt_fd` (when not
+  /// -1; see StopEvent) is readable. Returns true when a NOTIFY arrived. Without LISTEN
+  /// (relay.notify off) it waits for the interrupt or the timeout only. Throws StoreUnavailable.
+  bool wait_for_wakeup(std::chrono::milliseconds timeout, int interrupt_fd = -1);
 
   /// Renews this instance's heartbeat, ends the sessions of instances whose heartbeat expired
   /// (their locks fall; needs the right to pg_terminate_backend them), then takes free lanes up to

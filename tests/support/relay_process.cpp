@@ -89,6 +89,10 @@ void RelayProcess::thaw() {
   if (pid_ > 0) kill(pid_, SIGCONT);
 }
 
+void RelayProcess::send_signal(int signal_number) {
+  if (pid_ > 0) kill(pid_, signal_number);
+}
+
 int RelayProcess::terminate(std::chrono::milliseconds timeout) {
   if (pid_ <= 0) return exit_code_;
   kill(pid_, SIGTERM);

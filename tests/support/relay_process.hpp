@@ -26,6 +26,7 @@ class RelayProcess {
   void kill_hard();  ///< SIGKILL and reap
   void freeze();     ///< SIGSTOP: the process, its threads and librdkafka's, stop where they are
   void thaw();       ///< SIGCONT
+  void send_signal(int signal_number);
   /// SIGTERM, then waits up to `timeout` for the exit; returns the exit code (-1 if killed/timed
   /// out). When the relay had already exited (seen by running()), returns its exit code.
   int terminate(std::chrono::milliseconds timeout = std::chrono::seconds(20));
