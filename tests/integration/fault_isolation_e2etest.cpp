@@ -244,7 +244,7 @@ TEST_CASE("a topic that does not exist holds back only its own rows, which flow 
 }
 
 TEST_CASE("a topic whose partitions lack in-sync replicas holds back only its own rows") {
-  REQUIRE_SERVICES();
+  REQUIRE_FAULTABLE_SERVICES();
   run_services_script("broker2-start");
   struct StopBroker2 {
     ~StopBroker2() {

@@ -70,7 +70,7 @@ TEST_CASE("the lane count changes only while no instance runs, and rows flow wit
 
 TEST_CASE(
     "after a PostgreSQL restart every instance publishes again within seconds, not its backoff") {
-  REQUIRE_SERVICES();
+  REQUIRE_FAULTABLE_SERVICES();
   TestDatabase database;
   const std::string topic = unique_name("pg_back");
   // The longest backoff these relays would use for anything: the PostgreSQL reconnect is capped

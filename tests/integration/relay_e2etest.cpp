@@ -130,7 +130,7 @@ TEST_CASE("after kill -9 mid-stream and a restart, every committed row arrives i
 }
 
 TEST_CASE("the broker stopped for ten seconds and restarted loses nothing") {
-  REQUIRE_SERVICES();
+  REQUIRE_FAULTABLE_SERVICES();
   TestDatabase database;
   const std::string topic = unique_name("broker_down");
   RelayProcess relay(write_relay_config(database.url()));

@@ -87,7 +87,7 @@ TEST_CASE("Debezium-style routing sends a row to the topic its aggregate type na
 }
 
 TEST_CASE("a PostgreSQL restart under load loses nothing and keeps per-key order") {
-  REQUIRE_SERVICES();
+  REQUIRE_FAULTABLE_SERVICES();
   TestDatabase database;
   const std::string topic = unique_name("pg_restart");
   RelayProcess relay(write_relay_config(database.url()));

@@ -39,6 +39,7 @@ std::string write_relay_config(const std::string& database_url,
   }
   const auto path = std::filesystem::temp_directory_path() / (unique_name("relay") + ".yaml");
   std::ofstream(path) << yaml.str();
+  keep_until_run_passes(path.string());
   return path.string();
 }
 
@@ -46,6 +47,7 @@ RelayProcess::RelayProcess(const std::string& config_path)
     : log_path_(config_path.substr(0, config_path.rfind('.')) + "." +
                 std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()) +
                 ".log") {
+  keep_until_run_passes(log_path_);
   pid_ = fork();
   REQUIRE(pid_ >= 0);
   if (pid_ == 0) {

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <pqxx/pqxx>
 
@@ -64,7 +65,34 @@ std::string unique_name(const std::string& prefix) {
                         100000000);
 }
 
+namespace {
+std::vector<std::string>& kept_files() {
+  static std::vector<std::string> files;  // the test binary's, not the product's: one per run
+  return files;
+}
+}  // namespace
+
+void keep_until_run_passes(const std::string& path) { kept_files().push_back(path); }
+
+void remove_kept_files() {
+  std::error_code ignored;
+  for (const std::string& path : kept_files()) std::filesystem::remove(path, ignored);
+  kept_files().clear();
+}
+
+bool services_are_faultable() {
+  const std::string postgres = postgres_server_url();
+  const bool local_postgres = postgres.find("@127.0.0.1:5432") != std::string::npos ||
+                              postgres.find("@localhost:5432") != std::string::npos;
+  return local_postgres && kafka_bootstrap() == "127.0.0.1:9092";
+}
+
 void run_services_script(const std::string& action) {
+  REQUIRE_MESSAGE(services_are_faultable(),
+                  "refusing to run scripts/services "
+                      << action
+                      << ": it acts on 127.0.0.1:5432 "
+                         "and 127.0.0.1:9092, not on the services under test");
   const std::string command = std::string(RELAY_SOURCE_DIR) + "/scripts/services " + action;
   REQUIRE_MESSAGE(std::system(command.c_str()) == 0, "failed: " << command);
 }
