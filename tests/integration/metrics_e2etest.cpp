@@ -188,8 +188,9 @@ TEST_CASE("the listener answers probes within 1 s while 500 idle and 10 slow cli
       client.set_write_timeout(1s);
       const auto start = std::chrono::steady_clock::now();
       const auto response = client.Get(path);
-      INFO(std::string(path) << " after " << (std::chrono::steady_clock::now() - start).count() / 1000000
-                << " ms, round " << round);
+      INFO(std::string(path) << " after "
+                             << (std::chrono::steady_clock::now() - start).count() / 1000000
+                             << " ms, round " << round);
       REQUIRE(response);
       CHECK(response->status == 200);
     }
@@ -198,16 +199,51 @@ TEST_CASE("the listener answers probes within 1 s while 500 idle and 10 slow cli
   CHECK(relay.running());
 }
 
-TEST_CASE("/readyz says not ready while Kafka is away") {
+TEST_CASE("/readyz follows Kafka: ready, not ready while the broker hangs, ready again") {
+  REQUIRE_FAULTABLE_SERVICES();
+  TestDatabase database;
+  RelayProcess relay(write_relay_config(database.url()));
+  httplib::Client client("127.0.0.1", relay.metrics_port());
+  client.set_read_timeout(std::chrono::seconds(2));
+  auto ready_status = [&] {
+    const auto ready = client.Get("/readyz");
+    return ready ? ready->status : -1;
+  };
+  // Ready first, so a readiness that is never updated (it starts false) cannot pass below.
+  REQUIRE(eventually([&] { return ready_status() == 200; }, 20s));
+
+  run_services_script("kafka-pause");
+  struct Resume {
+    ~Resume() {
+      try {
+        run_services_script("kafka-resume");
+      } catch (...) {
+      }
+    }
+  } resume_at_end;
+  CHECK(eventually([&] { return ready_status() == 503; }, 30s));
+  const auto body = client.Get("/readyz");
+  REQUIRE(body);
+  CHECK(body->body.find("kafka unreachable") != std::string::npos);
+  CHECK(client.Get("/healthz")->status == 200);  // alive, only not ready
+
+  run_services_script("kafka-resume");
+  CHECK(eventually([&] { return ready_status() == 200; }, 30s));
+}
+
+TEST_CASE("/readyz says not ready when Kafka was never reachable") {
   REQUIRE_SERVICES();
   TestDatabase database;
   RelayProcess relay(
       write_relay_config(database.url(), {{"kafka.bootstrap_servers", "\"127.0.0.1:1\""}}));
   httplib::Client client("127.0.0.1", relay.metrics_port());
-  std::this_thread::sleep_for(2s);
+  // PostgreSQL answers and lanes are taken, so only Kafka can be what is missing.
+  REQUIRE(eventually(
+      [&] { return relay.log_tail().find("event=lanes_rebalanced") != std::string::npos; }, 20s));
   const auto ready = client.Get("/readyz");
   REQUIRE(ready);
   CHECK(ready->status == 503);
   CHECK(ready->body.find("kafka unreachable") != std::string::npos);
+  CHECK(ready->body.find("postgres ok") != std::string::npos);
   CHECK(client.Get("/healthz")->status == 200);
 }

@@ -107,9 +107,18 @@ TEST_CASE("dead requeue republishes a row, dead discard never publishes it and u
   insert_dead(database, topic, "requeue-me", "broker said no", 3);
   insert_dead(database, topic, "discard-me", "payload too large", 1);
   database.execute("SELECT outbox.publish($1, 'discard-me', 'behind the dead row'::text)", topic);
+  // Written after the blocked row, on a key of its own: once it is published and recorded, the
+  // relay has claimed past the blocked row, which must not have gone out (an in-flight row would
+  // read pending too, so the topic is what proves it).
+  database.execute("SELECT outbox.publish($1, 'free-key', 'written after it'::text)", topic);
   RelayProcess relay(config);
-  std::this_thread::sleep_for(1s);
-  CHECK(database.count("state = 'pending'") == 1);  // blocked behind its dead row
+  REQUIRE(eventually(
+      [&] { return database.count("state = 'published' AND message_key = 'free-key'") == 1; },
+      20s));
+  CHECK(database.count("state = 'pending' AND message_key = 'discard-me'") == 1);
+  const auto before_ops = read_topic(topic);
+  REQUIRE(before_ops.size() == 1);
+  CHECK(before_ops[0].key == "free-key");  // the row behind the dead one never went out
 
   const auto listed = relay_command("dead list --json --config " + config + " --topic " + topic +
                                     " --reason 'BROKER'");
@@ -126,11 +135,11 @@ TEST_CASE("dead requeue republishes a row, dead discard never publishes it and u
   CHECK(discarded.output == "discarded 1 dead row(s)\n");
 
   require_drained(database, relay);
-  CHECK(database.count("state = 'published'") == 4);
+  CHECK(database.count("state = 'published'") == 5);
   CHECK(database.count("state = 'discarded' AND last_error LIKE "
                        "'discarded: payload rebuilt as v2 (was: payload too large)'") == 1);
   const auto messages = read_topic(topic);
-  CHECK(messages.size() == 4);
+  CHECK(messages.size() == 5);
   int requeued_seen = 0, behind_seen = 0;
   for (const auto& message : messages) {
     requeued_seen += message.key == "requeue-me" ? 1 : 0;

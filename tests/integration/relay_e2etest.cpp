@@ -224,7 +224,8 @@ TEST_CASE("a relay whose PostgreSQL connections are terminated reconnects and lo
   REQUIRE_SERVICES();
   TestDatabase database;
   const std::string topic = unique_name("pg_terminate");
-  RelayProcess relay(write_relay_config(database.url()));
+  // Small batches, so the duplicate bound below (faults x the in-flight window) says something.
+  RelayProcess relay(write_relay_config(database.url(), {{"relay.batch_size", "100"}}));
   std::thread writer([&] { write_sequenced_rows(database, topic, 10'000, 100, /*writers=*/2, 5); });
   for (int round = 0; round < 5; ++round) {
     std::this_thread::sleep_for(700ms);
@@ -238,6 +239,7 @@ TEST_CASE("a relay whose PostgreSQL connections are terminated reconnects and lo
   CHECK(check.distinct_ids == 10'000);
   CHECK_MESSAGE(check.out_of_order == 0, check.first_problem);
   MESSAGE("duplicates after 5 terminated sessions: " << check.duplicates);
+  CHECK(check.duplicates <= 5 * 100 * 4);  // each fault re-sends at most the in-flight window
 }
 
 TEST_CASE(
@@ -326,4 +328,5 @@ TEST_CASE("a fatal producer error recreates the producer and loses nothing, in p
   CHECK(check.distinct_ids == 5'000);
   CHECK_MESSAGE(check.out_of_order == 0, check.first_problem);
   MESSAGE("duplicates after a fatal producer error: " << check.duplicates);
+  CHECK(check.duplicates <= 200 * 4);  // one fault: at most the in-flight window
 }
