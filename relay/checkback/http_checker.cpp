@@ -91,12 +91,32 @@ HttpChecker::~HttpChecker() {
 
 void HttpChecker::wakeup() { curl_multi_wakeup(multi_->handle); }
 
+void HttpChecker::fail_to_start(HalfMessage message, const std::string& why) {
+  // Reported like any other failed check (nothing was sent), so the caller's count of checks in
+  // flight comes back down: a throw here once leaked one of an endpoint's concurrency slots.
+  CheckResult result;
+  result.message = std::move(message);
+  result.answer = {CheckVerdict::unknown, CheckFailure::connection,
+                   "could not start the request: " + why};
+  on_done_(std::move(result));
+}
+
 void HttpChecker::start(const CheckEndpointConfig& endpoint, HalfMessage message) {
+  try {
+    start_transfer(endpoint, message);
+  } catch (const std::exception& error) {  // building the request, or out of memory
+    fail_to_start(std::move(message), error.what());
+  }
+}
+
+void HttpChecker::start_transfer(const CheckEndpointConfig& endpoint, HalfMessage& message) {
   auto transfer = std::make_unique<Transfer>();
   transfer->easy = curl_easy_init();
-  if (!transfer->easy) throw std::runtime_error("curl_easy_init failed");
+  if (!transfer->easy) {
+    fail_to_start(std::move(message), "curl_easy_init failed");
+    return;
+  }
   transfer->request_body = make_check_request(message);
-  transfer->message = std::move(message);
   transfer->max_response_bytes = max_response_bytes_;
   transfer->timeout_ms = static_cast<long>(endpoint.timeout.count());
   transfer->headers = curl_slist_append(transfer->headers, "Content-Type: application/json");
@@ -126,8 +146,10 @@ void HttpChecker::start(const CheckEndpointConfig& endpoint, HalfMessage message
   curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &Transfer::write);
   curl_easy_setopt(easy, CURLOPT_WRITEDATA, transfer.get());
   if (curl_multi_add_handle(multi_->handle, easy) != CURLM_OK) {
-    throw std::runtime_error("curl_multi_add_handle failed");
+    fail_to_start(std::move(message), "curl_multi_add_handle failed");
+    return;
   }
+  transfer->message = std::move(message);
   transfers_.emplace(easy, std::move(transfer));
 }
 

@@ -32,6 +32,8 @@ class HttpChecker {
   HttpChecker(const HttpChecker&) = delete;
   HttpChecker& operator=(const HttpChecker&) = delete;
 
+  /// Never throws: a transfer that cannot even start is reported through on_done, at once, as a
+  /// failed check that sent nothing.
   void start(const CheckEndpointConfig& endpoint, HalfMessage message);
   /// Drives transfers, waiting up to `timeout` for activity (the whole timeout when none runs, so a
   /// loop over perform() never spins); calls on_done for each that finished.
@@ -44,6 +46,8 @@ class HttpChecker {
  private:
   struct Transfer;
   struct Multi;
+  void start_transfer(const CheckEndpointConfig& endpoint, HalfMessage& message);
+  void fail_to_start(HalfMessage message, const std::string& why);
   std::int64_t max_response_bytes_;
   OnDone on_done_;
   std::unique_ptr<Multi> multi_;

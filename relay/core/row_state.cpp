@@ -27,20 +27,4 @@ std::optional<RowState> parse_row_state(std::string_view text) {
   return std::nullopt;
 }
 
-bool is_allowed_transition(RowState from, RowState to) {
-  switch (from) {
-    case RowState::pending:
-      return to == RowState::published || to == RowState::dead;
-    case RowState::unknown:
-      return to == RowState::pending || to == RowState::rolled_back || to == RowState::dead;
-    case RowState::dead:
-      return to == RowState::pending || to == RowState::unknown || to == RowState::discarded;
-    case RowState::published:
-    case RowState::rolled_back:
-    case RowState::discarded:
-      return false;
-  }
-  return false;
-}
-
 }  // namespace outbox

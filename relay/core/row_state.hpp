@@ -1,5 +1,7 @@
-// The life cycle of an outbox row. The names are mirrored by the SQL enum outbox.row_state
-// (schema/001_outbox.sql); tests/unit/row_state_test.cpp keeps the two in step.
+// The states of an outbox row. The names are mirrored by the SQL enum outbox.row_state
+// (schema/001_outbox.sql); tests/unit/core_test.cpp keeps the two in step. Which moves are
+// allowed is the SQL's alone (the API functions and the relay's statements only move rows that
+// are in the state they expect); tests/integration/checkback_e2etest.cpp checks them.
 #pragma once
 
 #include <array>
@@ -23,9 +25,5 @@ inline constexpr std::array kAllRowStates{RowState::pending,   RowState::unknown
 
 std::string_view to_string(RowState state);
 std::optional<RowState> parse_row_state(std::string_view text);
-
-/// Whether the relay or the SQL API may move a row from `from` to `to`. Terminal states never
-/// move; a dead row may be requeued to pending or unknown, or discarded, by an operator.
-bool is_allowed_transition(RowState from, RowState to);
 
 }  // namespace outbox

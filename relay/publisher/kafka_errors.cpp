@@ -1,11 +1,15 @@
 #include "relay/publisher/kafka_errors.hpp"
 
+#include <utility>
+
 namespace outbox {
 
-DeliveryOutcome classify_delivery_error(RdKafka::ErrorCode error) {
+namespace {
+/// The decision, and whether it was a named case or the default.
+std::pair<DeliveryOutcome, bool> decide(RdKafka::ErrorCode error) {
   switch (error) {
     case RdKafka::ERR_NO_ERROR:
-      return DeliveryOutcome::delivered;
+      return {DeliveryOutcome::delivered, true};
 
     // Not (or possibly not) persisted for reasons outside the message: the broker, the network,
     // the producer's own state, or our purge on shutdown / producer replacement.
@@ -49,7 +53,7 @@ DeliveryOutcome classify_delivery_error(RdKafka::ErrorCode error) {
     case RdKafka::ERR_TOPIC_AUTHORIZATION_FAILED:
     case RdKafka::ERR_CLUSTER_AUTHORIZATION_FAILED:
     case RdKafka::ERR_SASL_AUTHENTICATION_FAILED:
-      return DeliveryOutcome::retriable_failure;
+      return {DeliveryOutcome::retriable_failure, true};
 
     // The message itself will never be accepted as it is.
     case RdKafka::ERR_MSG_SIZE_TOO_LARGE:
@@ -62,11 +66,16 @@ DeliveryOutcome classify_delivery_error(RdKafka::ErrorCode error) {
     case RdKafka::ERR__BAD_MSG:
     case RdKafka::ERR__INVALID_ARG:
     case RdKafka::ERR__UNKNOWN_PARTITION:
-      return DeliveryOutcome::permanent_failure;
+      return {DeliveryOutcome::permanent_failure, true};
 
     default:
-      return DeliveryOutcome::permanent_failure;
+      return {DeliveryOutcome::permanent_failure, false};
   }
 }
+}  // namespace
+
+DeliveryOutcome classify_delivery_error(RdKafka::ErrorCode error) { return decide(error).first; }
+
+bool is_classified_delivery_error(RdKafka::ErrorCode error) { return decide(error).second; }
 
 }  // namespace outbox

@@ -12,4 +12,9 @@ namespace outbox {
 /// "the same message may succeed later": the row stays pending and the lane backs off.
 DeliveryOutcome classify_delivery_error(RdKafka::ErrorCode error);
 
+/// False for a code the decision above does not name (a librdkafka newer than this code, or a
+/// code nobody expected): the row is parked as permanent, and the caller logs the code as
+/// unclassified so that someone adds it to the list.
+bool is_classified_delivery_error(RdKafka::ErrorCode error);
+
 }  // namespace outbox

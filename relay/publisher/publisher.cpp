@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <set>
 #include <unordered_map>
 
 #include "relay/core/assert.hpp"
@@ -70,11 +71,24 @@ struct KafkaPublisher::Producer final : public RdKafka::DeliveryReportCb, public
   }
   bool is_held(const OutboxRow& row) const { return row.key && held_keys.contains(*row.key); }
 
+  /// Once per code: a delivery error kafka_errors.cpp does not name is parked as permanent, and
+  /// that decision should be a person's, so the code is named in the log.
+  void warn_unclassified(RdKafka::ErrorCode code) {
+    if (!unclassified_seen.insert(static_cast<int>(code)).second) return;
+    publisher_log()->warn(
+        "event=kafka_error_unclassified code={} name={} error=\"{}\" effect=\"its rows are "
+        "parked dead as permanent failures; add the code to relay/publisher/kafka_errors.cpp\"",
+        static_cast<int>(code), rd_kafka_err2name(static_cast<rd_kafka_resp_err_t>(code)),
+        RdKafka::err2str(code));
+  }
+  std::set<int> unclassified_seen;
+
   void dr_cb(RdKafka::Message& message) override {
     auto* slot = static_cast<PublishBatch::DeliverySlot*>(message.msg_opaque());
     RELAY_ASSERT(slot != nullptr, "every produced message carries its slot");
     DeliveryReport& report = slot->batch->reports_[slot->index];
     report.outcome = classify_delivery_error(message.err());
+    if (!is_classified_delivery_error(message.err())) warn_unclassified(message.err());
     if (report.outcome == DeliveryOutcome::delivered) {
       report.partition = message.partition();
       report.offset = message.offset();
@@ -224,6 +238,7 @@ void KafkaPublisher::produce(PublishBatch& batch, const std::function<bool()>& k
       continue;
     }
     const DeliveryOutcome outcome = classify_delivery_error(error);
+    if (!is_classified_delivery_error(error)) producer_->warn_unclassified(error);
     if (outcome == DeliveryOutcome::permanent_failure) {
       park("kafka: " + RdKafka::err2str(error));
       continue;

@@ -41,21 +41,6 @@ TEST_CASE("row states round-trip through their names and match the SQL enum") {
   CHECK_FALSE(parse_row_state("PENDING").has_value());
 }
 
-TEST_CASE("terminal states never move and rolled-back rows can never be published") {
-  for (RowState to : kAllRowStates) {
-    CHECK_FALSE(is_allowed_transition(RowState::published, to));
-    CHECK_FALSE(is_allowed_transition(RowState::rolled_back, to));
-    CHECK_FALSE(is_allowed_transition(RowState::discarded, to));
-  }
-  CHECK(is_allowed_transition(RowState::dead, RowState::discarded));
-  CHECK_FALSE(is_allowed_transition(RowState::unknown, RowState::published));
-  CHECK(is_allowed_transition(RowState::pending, RowState::published));
-  CHECK(is_allowed_transition(RowState::pending, RowState::dead));
-  CHECK(is_allowed_transition(RowState::unknown, RowState::pending));
-  CHECK(is_allowed_transition(RowState::unknown, RowState::rolled_back));
-  CHECK(is_allowed_transition(RowState::dead, RowState::pending));
-}
-
 TEST_CASE("a topic pattern replaces every {value} with the routing column's value") {
   CHECK(resolve_topic("{value}", "orders") == "orders");
   CHECK(resolve_topic("outbox.event.{value}", "Order") == "outbox.event.Order");
