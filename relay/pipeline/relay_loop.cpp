@@ -12,6 +12,7 @@
 #include "relay/core/backoff.hpp"
 #include "relay/core/stop_event.hpp"
 #include "relay/core/text.hpp"
+#include "relay/pipeline/in_flight_window.hpp"
 #include "relay/pipeline/outcome_recorder.hpp"
 #include "relay/pipeline/topic_holds.hpp"
 #include "relay/publisher/publisher.hpp"
@@ -133,41 +134,6 @@ struct StageTimes {
   }
 };
 
-/// A batch handed to Kafka and not yet recorded. Its ids stay excluded from claims until the
-/// recorder has committed its outcomes.
-struct InFlightBatch {
-  std::unique_ptr<PublishBatch> batch;
-  std::uint64_t ticket = 0;
-  bool submitted = false;  ///< complete, and queued at the recorder
-  Clock::time_point produced_at;
-};
-
-/// A batch that stayed incomplete past relay.topic_stall_timeout_ms: some of its rows are still in
-/// librdkafka's hands because their topic does not take them (no leader, too few in-sync replicas,
-/// a broker away). It leaves the in-order chain so that the batches behind it are recorded; its
-/// finished rows are recorded as they finish, in the order they finish (per partition that is
-/// produce order, so per key too), and its unfinished rows' topics are held.
-struct StalledBatch {
-  std::unique_ptr<PublishBatch> batch;
-  std::vector<char> submitted;  ///< per row: its report is queued at (or done by) the recorder
-  struct Job {
-    std::vector<std::size_t> rows;
-    std::vector<DeliveryReport> reports;  ///< copies, alive until the recorder completes the job
-  };
-  std::map<std::uint64_t, Job> jobs;  ///< by ticket, not yet completed
-
-  bool done() const {
-    if (!jobs.empty()) return false;
-    for (std::size_t i = 0; i < submitted.size(); ++i) {
-      if (!batch->row_final(i)) return false;
-      if (!submitted[i] && batch->reports()[i].outcome != DeliveryOutcome::not_attempted) {
-        return false;
-      }
-    }
-    return true;
-  }
-};
-
 PublishedRows published_rows_of(const Config& config) {
   return config.retention.delete_on_publish ? PublishedRows::delete_at_once : PublishedRows::keep;
 }
@@ -205,7 +171,7 @@ class LoopState {
         const milliseconds delay = store_backoff_.next_delay();
         pipeline_log()->warn(
             "event=postgres_unavailable retry_in_ms={} in_flight_batches={} error=\"{}\"",
-            delay.count(), in_flight_.size(), printable(error.what()));
+            delay.count(), window_.chained(), printable(error.what()));
         serve_deliveries_for(delay);
       } catch (const PublisherConfigError&) {
         throw;  // the configuration must change: exit 78
@@ -247,7 +213,7 @@ class LoopState {
     release_due_holds();
     // Rows committed while batches are in flight are claimed now, not after those batches are
     // recorded: pipelining is what keeps commit-to-ack latency near one Kafka round trip.
-    if (caught_up_ && !in_flight_.empty() && store_.wait_for_wakeup(milliseconds(0))) {
+    if (caught_up_ && window_.chained() > 0 && store_.wait_for_wakeup(milliseconds(0))) {
       caught_up_ = false;
     }
     claim_and_produce();
@@ -261,38 +227,19 @@ class LoopState {
     move_stalled_batches();
     record_completed_batches();
     if (publisher_->has_fatal_error()) replace_publisher();
-    if (in_flight_.empty() && !can_claim()) wait_for_work();
+    if (window_.chained() == 0 && !can_claim()) wait_for_work();
   }
 
-  bool nothing_in_flight() const { return in_flight_.empty() && stalled_.empty(); }
-
-  /// True at the first batch the loop still holds, chained or stalled, for which `pred` is:
-  /// together they are what the claim must skip and what a fence leaves unrecorded.
-  template <typename Pred>
-  bool any_batch(Pred&& pred) const {
-    return std::any_of(in_flight_.begin(), in_flight_.end(),
-                       [&](const InFlightBatch& entry) { return pred(*entry.batch); }) ||
-           std::any_of(stalled_.begin(), stalled_.end(),
-                       [&](const StalledBatch& entry) { return pred(*entry.batch); });
-  }
+  bool nothing_in_flight() const { return window_.empty(); }
 
   bool can_claim() const {
     return !caught_up_ && !releasing_lanes_ && Clock::now() < lease_valid_until_ &&
-           stalled_bytes() < in_flight_byte_limit() &&
-           in_flight_.size() < static_cast<std::size_t>(config_.relay.max_in_flight_batches);
+           window_.stalled_bytes() < in_flight_byte_limit() &&
+           window_.chained() < static_cast<std::size_t>(config_.relay.max_in_flight_batches);
   }
 
-  /// Rows of stalled batches still in librdkafka: bounded like the in-flight window, so a topic
+  /// Rows of stalled batches still in librdkafka are bounded like the in-flight window, so a topic
   /// that never acknowledges cannot make the relay hold more than twice the window in memory.
-  std::int64_t stalled_bytes() const {
-    std::int64_t bytes = 0;
-    for (const StalledBatch& stalled : stalled_) {
-      for (std::size_t i = 0; i < stalled.batch->rows().size(); ++i) {
-        if (!stalled.batch->row_final(i)) bytes += stalled.batch->rows()[i].size_bytes;
-      }
-    }
-    return bytes;
-  }
   std::int64_t in_flight_byte_limit() const {
     return config_.relay.batch_max_bytes * config_.relay.max_in_flight_batches;
   }
@@ -314,11 +261,7 @@ class LoopState {
 
   void claim_and_produce() {
     while (can_claim() && !stop_.stop_requested()) {
-      in_flight_ids_.clear();
-      any_batch([&](const PublishBatch& batch) {
-        for (const OutboxRow& row : batch.rows()) in_flight_ids_.push_back(row.id);
-        return false;
-      });
+      window_.ids(in_flight_ids_);
       ClaimedBatch claimed = StageTimes::timed(stage_times_.claim, [&] {
         return store_.claim_batch(in_flight_ids_, holds_.routes(), limits_);
       });
@@ -334,7 +277,7 @@ class LoopState {
       StageTimes::timed(stage_times_.produce, [&] {
         publisher_->produce(*batch, [this] { return !stop_.stop_requested(); });
       });
-      in_flight_.push_back({std::move(batch), next_ticket_++, false, Clock::now()});
+      window_.add(std::move(batch), Clock::now());
       // Topics refused at produce time are held before the next claim, so it skips their rows.
       hold_failed_topics();
       if (failpoints_.producer_fatal_after_batches &&
@@ -387,7 +330,7 @@ class LoopState {
     if (now < next_hold_check_) return;
     next_hold_check_ = now + kHoldCheckInterval;
     const auto released = holds_.release_due(now, [&](const std::string& route) {
-      return any_batch([&](const PublishBatch& batch) {
+      return window_.any_batch([&](const PublishBatch& batch) {
         return std::any_of(batch.rows().begin(), batch.rows().end(),
                            [&](const OutboxRow& row) { return row.route == route; });
       });
@@ -417,60 +360,34 @@ class LoopState {
     metrics_.topics_held.set(static_cast<double>(holds_.held().size()));
   }
 
-  /// The chain's front batch, incomplete past the stall timeout, leaves the chain (see
-  /// StalledBatch); the topics of its unfinished rows are held, and the rows say so in last_error.
+  /// The chain's front batches incomplete past the stall timeout leave the chain (see
+  /// InFlightWindow); the topics of their unfinished rows are held, and the rows say so in
+  /// last_error.
   void move_stalled_batches() {
-    const auto now = Clock::now();
-    std::vector<TopicFailure> failures;  // held once after the loop: one stall, one failure
-    while (!in_flight_.empty() && !in_flight_.front().submitted &&
-           !in_flight_.front().batch->complete() &&
-           now - in_flight_.front().produced_at >= config_.relay.topic_stall_timeout) {
-      InFlightBatch entry = std::move(in_flight_.front());
-      in_flight_.pop_front();
-      StalledBatch stalled{std::move(entry.batch), {}, {}};
-      stalled.submitted.assign(stalled.batch->rows().size(), 0);
-      const std::string reason = "stalled: Kafka has not acknowledged the row within " +
-                                 std::to_string(config_.relay.topic_stall_timeout.count()) +
-                                 " ms (no leader, too few in-sync replicas, or a broker away)";
+    std::vector<TopicFailure> failures;  // held once below: one stall, one failure per topic
+    const std::string reason = "stalled: Kafka has not acknowledged the row within " +
+                               std::to_string(config_.relay.topic_stall_timeout.count()) +
+                               " ms (no leader, too few in-sync replicas, or a broker away)";
+    for (const PublishBatch* stalled :
+         window_.stall_overdue(Clock::now(), config_.relay.topic_stall_timeout)) {
       std::vector<OutboxId> waiting;
-      for (std::size_t i = 0; i < stalled.batch->rows().size(); ++i) {
-        const OutboxRow& row = stalled.batch->rows()[i];
-        if (stalled.batch->row_final(i)) continue;
+      for (std::size_t i = 0; i < stalled->rows().size(); ++i) {
+        const OutboxRow& row = stalled->rows()[i];
+        if (stalled->row_final(i)) continue;
         waiting.push_back(row.id);
         if (row.route) failures.push_back({*row.route, row.topic, "stalled", reason});
       }
       ++totals_.stalled_batches;
       store_.note_waiting(waiting, reason);
-      stalled_.push_back(std::move(stalled));
     }
     hold_topics(failures);
   }
 
-  /// Queues at the recorder what has finished: first the stalled batches' finished rows (they are
-  /// older than anything in the chain), then every complete batch of the chain, in order.
+  /// Queues at the recorder what has finished, in the window's order (see InFlightWindow).
   void record_completed_batches() {
-    for (StalledBatch& stalled : stalled_) {
-      StalledBatch::Job job;
-      for (std::size_t i = 0; i < stalled.submitted.size(); ++i) {
-        if (stalled.submitted[i] || !stalled.batch->row_final(i)) continue;
-        const DeliveryReport& report = stalled.batch->reports()[i];
-        if (report.outcome == DeliveryOutcome::not_attempted) continue;
-        stalled.submitted[i] = 1;
-        job.rows.push_back(i);
-        job.reports.push_back(report);
-      }
-      if (job.rows.empty()) continue;
-      const std::uint64_t ticket = next_ticket_++;
-      auto& queued = stalled.jobs.emplace(ticket, std::move(job)).first->second;
-      stalled_tickets_[ticket] = &stalled;
-      recorder_.submit(ticket, queued.reports);
-    }
-    for (InFlightBatch& entry : in_flight_) {
-      if (!entry.batch->complete()) break;
-      if (entry.submitted) continue;
-      recorder_.submit(entry.ticket, entry.batch->reports());
-      entry.submitted = true;
-    }
+    window_.submit_ready([&](std::uint64_t ticket, std::span<const DeliveryReport> reports) {
+      recorder_.submit(ticket, reports);
+    });
     finish_recorded_batches();
   }
 
@@ -484,49 +401,22 @@ class LoopState {
         store_.quarantine(problem);
       }
       count_problems(completion.problems);
-      if (auto stalled = stalled_tickets_.find(completion.ticket);
-          stalled != stalled_tickets_.end()) {
-        StalledBatch& entry = *stalled->second;
-        stalled_tickets_.erase(stalled);
-        const auto job = entry.jobs.find(completion.ticket);
-        RELAY_ASSERT(job != entry.jobs.end(), "a stalled batch's job completes once");
-        if (completion.error) {
-          failure = completion.error;
-          for (std::size_t row : job->second.rows) entry.submitted[row] = 0;  // queued again
-        } else {
-          count(job->second.reports, entry.batch->rows(), job->second.rows);
-        }
-        entry.jobs.erase(job);
-        continue;
-      }
-      if (completion.error) {
-        failure = completion.error;
-        for (InFlightBatch& entry : in_flight_) {
-          if (entry.ticket == completion.ticket) entry.submitted = false;
-        }
-        continue;
-      }
-      RELAY_ASSERT(!in_flight_.empty() && in_flight_.front().ticket == completion.ticket,
-                   "batches are recorded in the order they were produced");
-      const PublishBatch& batch = *in_flight_.front().batch;
-      publisher_->release_held_keys(batch);
-      count(batch.reports(), batch.rows(), {});
-      in_flight_.pop_front();
+      if (completion.error) failure = completion.error;
+      window_.complete(completion.ticket, completion.error.has_value(),
+                       [&](const PublishBatch& batch, std::span<const DeliveryReport> reports,
+                           std::span<const std::size_t> rows, bool whole) {
+                         if (whole) publisher_->release_held_keys(batch);
+                         count(reports, batch.rows(), rows);
+                       });
     }
-    for (auto entry = stalled_.begin(); entry != stalled_.end();) {
-      if (!entry->done()) {
-        ++entry;
-        continue;
-      }
-      publisher_->release_held_keys(*entry->batch);
-      entry = stalled_.erase(entry);
-    }
+    window_.release_done_stalled(
+        [&](const PublishBatch& batch) { publisher_->release_held_keys(batch); });
     if (failure) throw StoreUnavailable(*failure);
   }
 
   std::optional<std::string> key_in_flight(OutboxId id) const {
     std::optional<std::string> key;
-    any_batch([&](const PublishBatch& batch) {
+    window_.any_batch([&](const PublishBatch& batch) {
       const auto row = std::find_if(batch.rows().begin(), batch.rows().end(),
                                     [&](const OutboxRow& candidate) { return candidate.id == id; });
       if (row == batch.rows().end()) return false;
@@ -592,7 +482,7 @@ class LoopState {
     std::size_t unrecorded_deliveries = 0;
     std::size_t in_doubt = 0;
     publisher_->drain(milliseconds(0));
-    any_batch([&](const PublishBatch& batch) {
+    window_.any_batch([&](const PublishBatch& batch) {
       for (const DeliveryReport& report : batch.reports()) {
         if (report.outcome == DeliveryOutcome::delivered) ++unrecorded_deliveries;
         if (report.outcome != DeliveryOutcome::delivered && report.possibly_persisted) ++in_doubt;
@@ -603,7 +493,7 @@ class LoopState {
         "event=lease_lost_self_fenced reason=\"{}\" lanes={} in_flight_batches={} "
         "acknowledged_not_recorded={} sent_not_acknowledged={} effect=\"produces nothing more "
         "for these lanes; the next owner publishes what is not recorded again\"",
-        printable(why), owned_lanes_, in_flight_.size() + stalled_.size(), unrecorded_deliveries,
+        printable(why), owned_lanes_, window_.chained() + window_.stalled(), unrecorded_deliveries,
         in_doubt);
     metrics_.fenced.increment();
     metrics_.fenced_unrecorded.increment(unrecorded_deliveries);
@@ -646,7 +536,7 @@ class LoopState {
     auto deadline = std::min(next_rebalance_, Clock::now() + poll_wait_);
     // A held topic's retry is due: look again then. Stalled batches are served by the poll.
     if (const auto retry = holds_.next_retry()) deadline = std::min(deadline, *retry);
-    if (!stalled_.empty()) deadline = std::min(deadline, Clock::now() + kStopCheckInterval);
+    if (window_.stalled() > 0) deadline = std::min(deadline, Clock::now() + kStopCheckInterval);
     while (!stop_.stop_requested()) {
       const auto now = Clock::now();
       if (now >= deadline) break;
@@ -665,7 +555,7 @@ class LoopState {
   }
 
   void probe_kafka_if_due() {
-    metrics_.in_flight_batches.set(static_cast<double>(in_flight_.size() + stalled_.size()));
+    metrics_.in_flight_batches.set(static_cast<double>(window_.chained() + window_.stalled()));
     metrics_.producer_queue.set(publisher_->queue_length());
     const auto now = Clock::now();
     if (now < next_kafka_probe_) return;
@@ -684,7 +574,7 @@ class LoopState {
         "event=progress published_total={} dead_total={} retried_total={} in_flight_batches={} "
         "stalled_batches={} topics_held={} lanes_owned={} producer_queue={} claim_ms={} "
         "produce_ms={} await_kafka_ms={} record_ms={}",
-        totals_.published, totals_.dead, totals_.retried, in_flight_.size(), stalled_.size(),
+        totals_.published, totals_.dead, totals_.retried, window_.chained(), window_.stalled(),
         holds_.held().size(), owned_lanes_, publisher_->queue_length(), ms(stage_times_.claim),
         ms(stage_times_.produce), ms(stage_times_.await_kafka), ms(recorder_.take_busy_time()));
     stage_times_ = {};
@@ -692,7 +582,7 @@ class LoopState {
 
   void shut_down() {
     pipeline_log()->info("event=stopping in_flight_batches={} stalled_batches={}",
-                         in_flight_.size(), stalled_.size());
+                         window_.chained(), window_.stalled());
     const auto deadline = Clock::now() + config_.relay.shutdown_timeout;
     auto record_until_deadline = [&] {
       try {
@@ -704,12 +594,12 @@ class LoopState {
         pipeline_log()->warn(
             "event=outcomes_not_recorded batches={} error=\"{}\" effect=delivered rows stay "
             "pending and are published again by the next run",
-            in_flight_.size() + stalled_.size(), printable(error.what()));
+            window_.chained() + window_.stalled(), printable(error.what()));
         return false;
       }
     };
     // Stalled batches are not waited for: their topics do not acknowledge.
-    while (!in_flight_.empty() && Clock::now() < deadline) {
+    while (window_.chained() > 0 && Clock::now() < deadline) {
       publisher_->poll(kDeliveryPollInterval);
       if (!record_until_deadline()) break;
     }
@@ -731,13 +621,10 @@ class LoopState {
   OutboxStore store_;
   // Batches are declared before the publisher so the publisher, whose callbacks point into them,
   // is destroyed first.
-  std::deque<InFlightBatch> in_flight_;
-  std::list<StalledBatch> stalled_;  // a list: the recorder's tickets point at its elements
+  InFlightWindow<PublishBatch> window_;
   std::unique_ptr<KafkaPublisher> publisher_;
   // After the batches, so its thread, which reads their reports, stops first.
   OutcomeRecorder recorder_;
-  std::map<std::uint64_t, StalledBatch*> stalled_tickets_;
-  std::uint64_t next_ticket_ = 0;
   Backoff store_backoff_;
   TopicHolds holds_;
   const ClaimLimits limits_;
