@@ -839,4 +839,14 @@ std::vector<std::string> declared_keys() {
   return keys;
 }
 
+std::vector<std::pair<std::string, std::string>> declared_scalar_defaults() {
+  std::vector<std::pair<std::string, std::string>> defaults;
+  for (const Property& property : properties()) {
+    if (property.kind == ValueKind::map || property.kind == ValueKind::endpoints) continue;
+    if (property.default_text.empty()) continue;  // required
+    defaults.emplace_back(property.name, property.default_text);
+  }
+  return defaults;
+}
+
 }  // namespace outbox

@@ -24,6 +24,8 @@ enum class DeadKeyPolicy {
 struct PostgresConfig {
   std::string url;  ///< libpq connection string or URI; may hold a password, never log it raw
   std::chrono::milliseconds connect_timeout{5000};
+
+  bool operator==(const PostgresConfig&) const = default;
 };
 
 struct KafkaConfig {
@@ -35,6 +37,8 @@ struct KafkaConfig {
   std::chrono::milliseconds linger{1};            ///< linger.ms
   std::int64_t queue_max_kbytes = 65536;          ///< queue.buffering.max.kbytes
   std::string compression = "none";               ///< compression.type
+
+  bool operator==(const KafkaConfig&) const = default;
 };
 
 struct RelayConfig {
@@ -54,12 +58,16 @@ struct RelayConfig {
   DeadKeyPolicy dead_key_policy = DeadKeyPolicy::block;
   /// A batch not acknowledged within this long leaves the in-order chain and holds its topics.
   std::chrono::milliseconds topic_stall_timeout{5000};
+
+  bool operator==(const RelayConfig&) const = default;
 };
 
 struct RoutingConfig {
   std::string topic_column = "topic";     ///< the outbox column whose value names the topic
   std::string topic_pattern = "{value}";  ///< "{value}" is replaced by that column's value
   std::string id_header = "outbox-id";    ///< header carrying the row id, for consumer dedup
+
+  bool operator==(const RoutingConfig&) const = default;
 };
 
 /// One writer's status-check endpoint (checkback.endpoints.<producer group>).
@@ -72,6 +80,8 @@ struct CheckEndpointConfig {
   std::string key_file;   ///< its PEM private key (omitted: cert_file holds both)
   std::int32_t max_concurrent_checks = 8;
   std::int32_t max_checks_per_second = 100;
+
+  bool operator==(const CheckEndpointConfig&) const = default;
 };
 
 struct CheckbackConfig {
@@ -84,6 +94,8 @@ struct CheckbackConfig {
   std::chrono::milliseconds sweep_interval{1000};
   std::int64_t max_response_bytes = 65536;
   std::map<std::string, CheckEndpointConfig> endpoints;  ///< by producer group
+
+  bool operator==(const CheckbackConfig&) const = default;
 };
 
 /// How long finished rows (published, rolled back, discarded) stay for audit.
@@ -95,17 +107,23 @@ struct RetentionConfig {
   std::chrono::milliseconds interval{60000};
   bool delete_on_publish = false;          ///< delete rows once delivered instead of marking them
   std::int64_t vacuum_dead_rows = 200000;  ///< VACUUM after this many dead versions; 0 = never
+
+  bool operator==(const RetentionConfig&) const = default;
 };
 
 struct MetricsConfig {
   bool enabled = true;
   std::string listen = "127.0.0.1:9187";             ///< host:port of /metrics, /healthz, /readyz
   std::chrono::milliseconds refresh_interval{5000};  ///< how often the SQL gauges are read
+
+  bool operator==(const MetricsConfig&) const = default;
 };
 
 struct LoggingConfig {
   std::string level = "info";  ///< trace, debug, info, warn, error
   LogFormat format = LogFormat::text;
+
+  bool operator==(const LoggingConfig&) const = default;
 };
 
 struct Config {
@@ -118,6 +136,8 @@ struct Config {
   RetentionConfig retention;
   MetricsConfig metrics;
   LoggingConfig logging;
+
+  bool operator==(const Config&) const = default;
 };
 
 /// A configuration problem a user can fix: `file:line: key: why` (line is 1-based; 0 if unknown).
@@ -167,5 +187,8 @@ std::vector<std::string> configured_secrets(const Config& config);
 std::string render_reference_markdown();
 /// Every declared key, dotted ("relay.batch_size"), in declaration order.
 std::vector<std::string> declared_keys();
+/// The declared default, as YAML text, of every scalar key that has one (not the required keys,
+/// the maps or the endpoints' keys): what a test sets to prove the struct defaults agree.
+std::vector<std::pair<std::string, std::string>> declared_scalar_defaults();
 
 }  // namespace outbox

@@ -229,6 +229,38 @@ TEST_CASE("the redactor cuts each secret whole, longest first, and leaves short 
   CHECK(SecretRedactor().redact("nothing to hide") == "nothing to hide");
 }
 
+TEST_CASE("every key's declared default is the value a configuration has when the key is unset") {
+  // The two places defaults live (the key table's text, shown in the README, and the structs'
+  // member initialisers, used when a key is absent) must say the same, key by key.
+  auto yaml_with = [](const std::string& dotted, const std::string& value) {
+    std::map<std::string, std::map<std::string, std::string>> sections;
+    sections["postgres"]["url"] = "postgresql://app@db/x";
+    sections["kafka"]["bootstrap_servers"] = "b:9092";
+    if (!dotted.empty()) {
+      const auto dot = dotted.find('.');
+      sections[dotted.substr(0, dot)][dotted.substr(dot + 1)] = value;
+    }
+    std::string yaml;
+    for (const auto& [section, keys] : sections) {
+      yaml += section + ":\n";
+      for (const auto& [key, text] : keys) yaml += "  " + key + ": " + text + "\n";
+    }
+    return yaml;
+  };
+  const Config unset = load_config_text(yaml_with("", ""), "defaults.yaml", no_environment);
+  const auto defaults = declared_scalar_defaults();
+  CHECK(defaults.size() > 40);
+  for (const auto& [key, text] : defaults) {
+    CAPTURE(key);
+    CAPTURE(text);
+    // As a user would write it: the reference shows {value} and host:port bare, YAML needs quotes.
+    const bool needs_quotes = text.front() != '"' && text.find_first_of("{:") != std::string::npos;
+    const Config set = load_config_text(yaml_with(key, needs_quotes ? '"' + text + '"' : text),
+                                        "defaults.yaml", no_environment);
+    CHECK(set == unset);
+  }
+}
+
 TEST_CASE("config/relay.yaml loads and documents every declared key; minimal.yaml loads") {
   const std::string dir = std::string(RELAY_SOURCE_DIR) + "/config/";
   const Config example = load_config_file(dir + "relay.yaml", no_environment);
