@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "relay/core/text.hpp"
+#include "relay/store/lazy_session.hpp"
 #include "relay/store/sql_errors.hpp"
 #include "relay/store/store.hpp"
 
@@ -72,33 +73,25 @@ std::string format_bool_array(const std::vector<bool>& values) {
   return text + "}";
 }
 
-}  // namespace
+void prepare_half_message_statements(pqxx::connection& connection) {
+  connection.prepare("claim_due", claim_due_sql(""));
+  // For isolation: the due ids without leasing them, and the lease of one of them. The budget
+  // parameters are typed by the shared text; $3 is the lease, unused by the id list.
+  connection.prepare("due_ids", due_rows_sql(" AND $3::bigint > 0"));
+  connection.prepare("claim_one", claim_due_sql(" AND id = $5"));
+  connection.prepare("record_checks", kRecordSql);
+  connection.prepare("park_half_message", kParkSql);
+}
 
-struct HalfMessageStore::Session {
-  pqxx::connection connection;
-  explicit Session(const std::string& connection_string) : connection(connection_string) {
-    connection.prepare("claim_due", claim_due_sql(""));
-    // For isolation: the due ids without leasing them, and the lease of one of them. The budget
-    // parameters are typed by the shared text; $3 is the lease, unused by the id list.
-    connection.prepare("due_ids", due_rows_sql(" AND $3::bigint > 0"));
-    connection.prepare("claim_one", claim_due_sql(" AND id = $5"));
-    connection.prepare("record_checks", kRecordSql);
-    connection.prepare("park_half_message", kParkSql);
-  }
-};
+}  // namespace
 
 template <typename Work>
 auto HalfMessageStore::run(const std::string& what, Work&& work) {
-  return with_store_errors(
-      what,
-      [&] {
-        if (!session_) session_ = std::make_unique<Session>(session_connection_string(postgres_));
-        return work(session_->connection);
-      },
-      [this] { session_.reset(); });
+  return session_->run(what, std::forward<Work>(work));
 }
 
-HalfMessageStore::HalfMessageStore(const PostgresConfig& postgres) : postgres_(postgres) {}
+HalfMessageStore::HalfMessageStore(const PostgresConfig& postgres)
+    : session_(std::make_unique<LazySession>(postgres, &prepare_half_message_statements)) {}
 HalfMessageStore::~HalfMessageStore() = default;
 
 namespace {

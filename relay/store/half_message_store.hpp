@@ -14,6 +14,8 @@
 
 namespace outbox {
 
+class LazySession;  // relay/store/lazy_session.hpp
+
 /// The outcome of one check, to record.
 struct CheckRecord {
   OutboxId id;
@@ -51,11 +53,9 @@ class HalfMessageStore {
   std::vector<RowProblem> record(std::span<const CheckRecord> records, int max_checks);
 
  private:
-  struct Session;
   template <typename Work>
   auto run(const std::string& what, Work&& work);
-  PostgresConfig postgres_;
-  std::unique_ptr<Session> session_;
+  std::unique_ptr<LazySession> session_;
   std::vector<std::int64_t> quarantined_ids_;
   std::vector<RowProblem> last_problems_;
 };

@@ -3,15 +3,11 @@
 #include <map>
 #include <pqxx/pqxx>
 
+#include "relay/store/lazy_session.hpp"
 #include "relay/store/sql_errors.hpp"
 #include "relay/store/store.hpp"
 
 namespace outbox {
-
-struct LagReader::Session {
-  pqxx::connection connection;
-  explicit Session(const std::string& connection_string) : connection(connection_string) {}
-};
 
 namespace {
 std::string topic_of_row(const RoutingConfig& routing) {
@@ -33,86 +29,79 @@ std::string finished_last_minute_sql(const RoutingConfig& routing) {
 }
 
 LagReader::LagReader(const PostgresConfig& postgres, const RoutingConfig& routing)
-    : postgres_(postgres), routing_(routing) {}
+    : routing_(routing), session_(std::make_unique<LazySession>(postgres)) {}
 LagReader::~LagReader() = default;
 
 LagSnapshot LagReader::read() {
-  return with_store_errors(
-      "read the relay lag",
-      [&] {
-        if (!session_) session_ = std::make_unique<Session>(session_connection_string(postgres_));
-        pqxx::read_transaction tx{session_->connection};
-        // Each query is served by one partial index (pending, unknown, dead, finished rows), so
-        // none grows with the published history.
-        const std::string topic = topic_of_row(routing_);
-        const std::string age =
-            "coalesce(extract(epoch FROM clock_timestamp() -"
-            "  min(created_at) FILTER (WHERE isfinite(created_at))), 0)::float8";
-        std::map<std::string, TopicLag> topics;
-        auto lag_of = [&](const pqxx::row& row) -> TopicLag& {
-          TopicLag& lag = topics[row[0].c_str()];
-          lag.topic = row[0].c_str();
-          return lag;
-        };
-        for (const auto& row :
-             tx.exec("SELECT " + topic + ", count(*), " + age +
-                     " FROM outbox.messages WHERE state = 'pending' GROUP BY 1")) {
-          lag_of(row).backlog_rows = row[1].as<std::int64_t>();
-          lag_of(row).oldest_pending_age_seconds = row[2].as<double>();
-        }
-        // Only rows that failed or waited on Kafka carry a last_error while pending: few, so this
-        // does not grow with the backlog.
-        for (const auto& row :
-             tx.exec("SELECT DISTINCT ON (1) " + topic +
-                     ", left(last_error, 300) FROM outbox.messages"
-                     " WHERE state = 'pending' AND last_error IS NOT NULL ORDER BY 1, id")) {
-          lag_of(row).oldest_pending_error = row[1].c_str();
-        }
-        for (const auto& row :
-             tx.exec("SELECT " + topic +
-                     ", count(*)"
-                     " FROM outbox.messages WHERE state = 'unknown' GROUP BY 1")) {
-          lag_of(row).unknown_rows = row[1].as<std::int64_t>();
-        }
-        for (const auto& row : tx.exec("SELECT " + topic +
-                                       ", count(*)"
-                                       " FROM outbox.messages WHERE state = 'dead' GROUP BY 1")) {
-          lag_of(row).dead_rows = row[1].as<std::int64_t>();
-        }
-        for (const auto& row : tx.exec(finished_last_minute_sql(routing_))) {
-          lag_of(row).published_last_minute = row[1].as<std::int64_t>();
-        }
-        LagSnapshot snapshot;
-        for (auto& [name, lag] : topics) {
-          snapshot.unknown_rows += lag.unknown_rows;
-          snapshot.dead_rows += lag.dead_rows;
-          snapshot.topics.push_back(std::move(lag));
-        }
-        snapshot.oldest_unknown_age_seconds =
-            tx.exec1("SELECT " + age + " FROM outbox.messages WHERE state = 'unknown'")[0]
-                .as<double>();
-        // The unknown rows' partial index serves it; there are as many as are undecided.
-        if (const auto answer = tx.exec(
-                "SELECT left(last_check_answer, 300) FROM outbox.messages"
-                " WHERE state = 'unknown' AND last_check_answer IS NOT NULL ORDER BY id LIMIT 1");
-            !answer.empty()) {
-          snapshot.oldest_unknown_answer = answer[0][0].c_str();
-        }
-        // Prepared transactions (two-phase commit) belong to no session, so pg_stat_activity does
-        // not show them, yet they hold back visibility and VACUUM just the same: counted from when
-        // they were prepared. Other roles' xact_start is visible only with pg_read_all_stats.
-        snapshot.oldest_transaction_age_seconds =
-            tx.exec1(
-                  "SELECT coalesce(extract(epoch FROM clock_timestamp() - least("
-                  "  (SELECT min(xact_start) FROM pg_stat_activity"
-                  "    WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                  "      AND xact_start IS NOT NULL),"
-                  "  (SELECT min(prepared) FROM pg_prepared_xacts"
-                  "    WHERE database = current_database()))), 0)::float8")[0]
-                .as<double>();
-        return snapshot;
-      },
-      [this] { session_.reset(); });
+  return session_->run("read the relay lag", [&](pqxx::connection& connection) {
+    pqxx::read_transaction tx{connection};
+    // Each query is served by one partial index (pending, unknown, dead, finished rows), so
+    // none grows with the published history.
+    const std::string topic = topic_of_row(routing_);
+    const std::string age =
+        "coalesce(extract(epoch FROM clock_timestamp() -"
+        "  min(created_at) FILTER (WHERE isfinite(created_at))), 0)::float8";
+    std::map<std::string, TopicLag> topics;
+    auto lag_of = [&](const pqxx::row& row) -> TopicLag& {
+      TopicLag& lag = topics[row[0].c_str()];
+      lag.topic = row[0].c_str();
+      return lag;
+    };
+    for (const auto& row : tx.exec("SELECT " + topic + ", count(*), " + age +
+                                   " FROM outbox.messages WHERE state = 'pending' GROUP BY 1")) {
+      lag_of(row).backlog_rows = row[1].as<std::int64_t>();
+      lag_of(row).oldest_pending_age_seconds = row[2].as<double>();
+    }
+    // Only rows that failed or waited on Kafka carry a last_error while pending: few, so this
+    // does not grow with the backlog.
+    for (const auto& row :
+         tx.exec("SELECT DISTINCT ON (1) " + topic +
+                 ", left(last_error, 300) FROM outbox.messages"
+                 " WHERE state = 'pending' AND last_error IS NOT NULL ORDER BY 1, id")) {
+      lag_of(row).oldest_pending_error = row[1].c_str();
+    }
+    for (const auto& row : tx.exec("SELECT " + topic +
+                                   ", count(*)"
+                                   " FROM outbox.messages WHERE state = 'unknown' GROUP BY 1")) {
+      lag_of(row).unknown_rows = row[1].as<std::int64_t>();
+    }
+    for (const auto& row : tx.exec("SELECT " + topic +
+                                   ", count(*)"
+                                   " FROM outbox.messages WHERE state = 'dead' GROUP BY 1")) {
+      lag_of(row).dead_rows = row[1].as<std::int64_t>();
+    }
+    for (const auto& row : tx.exec(finished_last_minute_sql(routing_))) {
+      lag_of(row).published_last_minute = row[1].as<std::int64_t>();
+    }
+    LagSnapshot snapshot;
+    for (auto& [name, lag] : topics) {
+      snapshot.unknown_rows += lag.unknown_rows;
+      snapshot.dead_rows += lag.dead_rows;
+      snapshot.topics.push_back(std::move(lag));
+    }
+    snapshot.oldest_unknown_age_seconds =
+        tx.exec1("SELECT " + age + " FROM outbox.messages WHERE state = 'unknown'")[0].as<double>();
+    // The unknown rows' partial index serves it; there are as many as are undecided.
+    if (const auto answer = tx.exec(
+            "SELECT left(last_check_answer, 300) FROM outbox.messages"
+            " WHERE state = 'unknown' AND last_check_answer IS NOT NULL ORDER BY id LIMIT 1");
+        !answer.empty()) {
+      snapshot.oldest_unknown_answer = answer[0][0].c_str();
+    }
+    // Prepared transactions (two-phase commit) belong to no session, so pg_stat_activity does
+    // not show them, yet they hold back visibility and VACUUM just the same: counted from when
+    // they were prepared. Other roles' xact_start is visible only with pg_read_all_stats.
+    snapshot.oldest_transaction_age_seconds =
+        tx.exec1(
+              "SELECT coalesce(extract(epoch FROM clock_timestamp() - least("
+              "  (SELECT min(xact_start) FROM pg_stat_activity"
+              "    WHERE datname = current_database() AND pid <> pg_backend_pid()"
+              "      AND xact_start IS NOT NULL),"
+              "  (SELECT min(prepared) FROM pg_prepared_xacts"
+              "    WHERE database = current_database()))), 0)::float8")[0]
+            .as<double>();
+    return snapshot;
+  });
 }
 
 }  // namespace outbox

@@ -10,6 +10,8 @@
 
 namespace outbox {
 
+class LazySession;  // relay/store/lazy_session.hpp
+
 /// Per topic, rows that finished (published, rolled back, discarded) in the last minute, and how
 /// many of them were published. Bounded by the finished-rows index, so the history kept for audit
 /// is never read; a function of its own so a test can check exactly that.
@@ -27,10 +29,8 @@ class LagReader {
   LagSnapshot read();
 
  private:
-  struct Session;
-  PostgresConfig postgres_;
   RoutingConfig routing_;
-  std::unique_ptr<Session> session_;
+  std::unique_ptr<LazySession> session_;
 };
 
 }  // namespace outbox

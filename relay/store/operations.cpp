@@ -2,6 +2,7 @@
 
 #include <pqxx/pqxx>
 
+#include "relay/store/lazy_session.hpp"
 #include "relay/store/sql_errors.hpp"
 #include "relay/store/store.hpp"
 
@@ -20,15 +21,10 @@ std::string dead_rows_where(const RoutingConfig& routing) {
          "   AND ($4::text IS NULL OR strpos(lower(coalesce(last_error, '')), lower($4)) > 0)";
 }
 
+/// One session for one operator command: opened here, closed on return.
 template <typename Work>
 auto with_connection(const PostgresConfig& postgres, const std::string& what, Work&& work) {
-  return with_store_errors(
-      what,
-      [&] {
-        pqxx::connection connection{session_connection_string(postgres)};
-        return work(connection);
-      },
-      [] {});
+  return LazySession(postgres).run(what, std::forward<Work>(work));
 }
 
 /// Runs `batch_sql` (which acts on at most $5 rows matching the filter, in id order, and returns

@@ -2,31 +2,22 @@
 
 #include <pqxx/pqxx>
 
+#include "relay/store/lazy_session.hpp"
 #include "relay/store/sql_errors.hpp"
 #include "relay/store/store.hpp"
 
 namespace outbox {
 
-struct OutboxVacuum::Connection {
-  explicit Connection(const std::string& options) : connection(options) {}
-  pqxx::connection connection;
-};
-
-OutboxVacuum::OutboxVacuum(const PostgresConfig& postgres) : postgres_(postgres) {}
+OutboxVacuum::OutboxVacuum(const PostgresConfig& postgres)
+    : session_(std::make_unique<LazySession>(postgres)) {}
 OutboxVacuum::~OutboxVacuum() = default;
 
 template <typename Work>
 auto OutboxVacuum::with_connection(const char* what, Work&& work) {
-  return with_store_errors(
-      what,
-      [&] {
-        if (!connection_) {
-          connection_ = std::make_unique<Connection>(session_connection_string(postgres_));
-        }
-        pqxx::nontransaction tx{connection_->connection};
-        return work(tx);
-      },
-      [this] { connection_.reset(); });
+  return session_->run(what, [&](pqxx::connection& connection) {
+    pqxx::nontransaction tx{connection};
+    return work(tx);
+  });
 }
 
 bool OutboxVacuum::allowed() {

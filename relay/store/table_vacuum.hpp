@@ -12,6 +12,8 @@
 
 namespace outbox {
 
+class LazySession;  // relay/store/lazy_session.hpp
+
 /// One connection of its own, opened on first use and dropped after a failure. Not thread-safe.
 /// Every call throws StoreUnavailable (store.hpp) when PostgreSQL cannot be reached.
 class OutboxVacuum {
@@ -31,12 +33,10 @@ class OutboxVacuum {
   void run();
 
  private:
-  struct Connection;
   template <typename Work>
   auto with_connection(const char* what, Work&& work);
 
-  PostgresConfig postgres_;
-  std::unique_ptr<Connection> connection_;
+  std::unique_ptr<LazySession> session_;
 };
 
 }  // namespace outbox
