@@ -7,7 +7,7 @@
 
 #include "bench/benchmarks.hpp"
 #include "relay/config/config.hpp"
-#include "relay/pipeline/table_vacuumer.hpp"
+#include "relay/maintenance/table_vacuumer.hpp"
 #include "relay/publisher/publisher.hpp"
 #include "relay/store/store.hpp"
 

@@ -19,10 +19,10 @@
 #include "relay/core/text.hpp"
 #include "relay/observe/logging.hpp"
 #include "relay/observe/metrics_server.hpp"
-#include "relay/pipeline/lag_monitor.hpp"
+#include "relay/maintenance/lag_monitor.hpp"
 #include "relay/pipeline/relay_loop.hpp"
-#include "relay/pipeline/retention_purger.hpp"
-#include "relay/pipeline/table_vacuumer.hpp"
+#include "relay/maintenance/retention_purger.hpp"
+#include "relay/maintenance/table_vacuumer.hpp"
 #include "relay/publisher/publisher.hpp"
 #include "relay/store/store.hpp"
 

@@ -1,4 +1,4 @@
-#include "relay/pipeline/table_vacuumer.hpp"
+#include "relay/maintenance/table_vacuumer.hpp"
 
 #include <spdlog/spdlog.h>
 

@@ -1,4 +1,4 @@
-#include "relay/pipeline/retention_purger.hpp"
+#include "relay/maintenance/retention_purger.hpp"
 
 #include <spdlog/spdlog.h>
 

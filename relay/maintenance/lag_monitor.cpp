@@ -1,4 +1,4 @@
-#include "relay/pipeline/lag_monitor.hpp"
+#include "relay/maintenance/lag_monitor.hpp"
 
 #include <spdlog/spdlog.h>
 
