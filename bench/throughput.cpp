@@ -8,6 +8,7 @@
 #include "bench/benchmarks.hpp"
 #include "relay/config/config.hpp"
 #include "relay/maintenance/table_vacuumer.hpp"
+#include "relay/pipeline/dead_key_holds.hpp"
 #include "relay/publisher/publisher.hpp"
 #include "relay/store/store.hpp"
 
@@ -131,7 +132,8 @@ int sql_ceiling(const Options& options) {
 int kafka_ceiling(const Options& options) {
   KafkaConfig kafka;
   kafka.bootstrap_servers = options.kafka;
-  KafkaPublisher publisher(kafka, RoutingConfig{}, DeadKeyPolicy::block);
+  DeadKeyHolds dead_keys(DeadKeyPolicy::block);
+  KafkaPublisher publisher(kafka, RoutingConfig{}, dead_keys);
   const std::string topic = "bench.kafka." + std::to_string(getpid());
   const std::string payload(options.payload_bytes, 'x');
   const RelayConfig relay;

@@ -12,6 +12,7 @@
 #include "relay/core/backoff.hpp"
 #include "relay/core/stop_event.hpp"
 #include "relay/core/text.hpp"
+#include "relay/pipeline/dead_key_holds.hpp"
 #include "relay/pipeline/in_flight_window.hpp"
 #include "relay/pipeline/outcome_recorder.hpp"
 #include "relay/pipeline/topic_holds.hpp"
@@ -195,8 +196,7 @@ class LoopState {
 
  private:
   std::unique_ptr<KafkaPublisher> make_publisher() {
-    return std::make_unique<KafkaPublisher>(config_.kafka, config_.routing,
-                                            config_.relay.dead_key_policy);
+    return std::make_unique<KafkaPublisher>(config_.kafka, config_.routing, dead_keys_);
   }
 
   void step() {
@@ -405,12 +405,12 @@ class LoopState {
       window_.complete(completion.ticket, completion.error.has_value(),
                        [&](const PublishBatch& batch, std::span<const DeliveryReport> reports,
                            std::span<const std::size_t> rows, bool whole) {
-                         if (whole) publisher_->release_held_keys(batch);
+                         if (whole) dead_keys_.recorded(batch.rows(), batch.reports());
                          count(reports, batch.rows(), rows);
                        });
     }
     window_.release_done_stalled(
-        [&](const PublishBatch& batch) { publisher_->release_held_keys(batch); });
+        [&](const PublishBatch& batch) { dead_keys_.recorded(batch.rows(), batch.reports()); });
     if (failure) throw StoreUnavailable(*failure);
   }
 
@@ -621,6 +621,7 @@ class LoopState {
   OutboxStore store_;
   // Batches are declared before the publisher so the publisher, whose callbacks point into them,
   // is destroyed first.
+  DeadKeyHolds dead_keys_{config_.relay.dead_key_policy};  // outlives every publisher
   InFlightWindow<PublishBatch> window_;
   std::unique_ptr<KafkaPublisher> publisher_;
   // After the batches, so its thread, which reads their reports, stops first.

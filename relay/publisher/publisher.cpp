@@ -55,9 +55,7 @@ PublishBatch::PublishBatch(std::vector<OutboxRow> rows) : rows_(std::move(rows))
 
 struct KafkaPublisher::Producer final : public RdKafka::DeliveryReportCb, public RdKafka::EventCb {
   std::unique_ptr<RdKafka::Producer> handle;
-  DeadKeyPolicy dead_key_policy = DeadKeyPolicy::block;
-  /// Keys with a dead row not yet recorded, and how many such rows each has.
-  std::unordered_map<std::string, int> held_keys;
+  KeyGate* gate = nullptr;
   std::vector<TopicFailure> topic_failures;
 
   void topic_failed(const OutboxRow& row, RdKafka::ErrorCode error) {
@@ -66,10 +64,8 @@ struct KafkaPublisher::Producer final : public RdKafka::DeliveryReportCb, public
                               RdKafka::err2str(error)});
   }
 
-  void hold_key(const OutboxRow& row) {
-    if (row.key && dead_key_policy == DeadKeyPolicy::block) ++held_keys[*row.key];
-  }
-  bool is_held(const OutboxRow& row) const { return row.key && held_keys.contains(*row.key); }
+  void hold_key(const OutboxRow& row) { gate->failed_permanently(row); }
+  bool is_held(const OutboxRow& row) const { return gate->held(row); }
 
   /// Once per code: a delivery error kafka_errors.cpp does not name is parked as permanent, and
   /// that decision should be a person's, so the code is named in the log.
@@ -171,9 +167,9 @@ std::unique_ptr<RdKafka::Conf> make_producer_conf(const KafkaConfig& kafka) {
 void validate_producer_config(const KafkaConfig& kafka) { make_producer_conf(kafka); }
 
 KafkaPublisher::KafkaPublisher(const KafkaConfig& kafka, const RoutingConfig& routing,
-                               DeadKeyPolicy policy)
+                               KeyGate& gate)
     : producer_(std::make_unique<Producer>()), routing_(routing) {
-  producer_->dead_key_policy = policy;
+  producer_->gate = &gate;
   std::unique_ptr<RdKafka::Conf> conf = make_producer_conf(kafka);
   std::string error;
   if (conf->set("dr_cb", static_cast<RdKafka::DeliveryReportCb*>(producer_.get()), error) !=
@@ -259,15 +255,6 @@ void KafkaPublisher::produce(PublishBatch& batch, const std::function<bool()>& k
 
 std::vector<TopicFailure> KafkaPublisher::take_topic_failures() {
   return std::exchange(producer_->topic_failures, {});
-}
-
-void KafkaPublisher::release_held_keys(const PublishBatch& batch) {
-  for (std::size_t i = 0; i < batch.rows_.size(); ++i) {
-    const OutboxRow& row = batch.rows_[i];
-    if (batch.reports_[i].outcome != DeliveryOutcome::permanent_failure || !row.key) continue;
-    auto held = producer_->held_keys.find(*row.key);
-    if (held != producer_->held_keys.end() && --held->second == 0) producer_->held_keys.erase(held);
-  }
 }
 
 void KafkaPublisher::poll(std::chrono::milliseconds timeout) {

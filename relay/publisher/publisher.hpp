@@ -64,12 +64,24 @@ struct TopicFailure {
   std::string error;       ///< its text
 };
 
+/// Which keys may not be produced now. The publisher asks it before each row and tells it each
+/// permanent failure (at produce time or in a delivery report); the rule itself (the dead-key
+/// policy, when a hold ends) belongs to its owner, relay/pipeline/dead_key_holds.hpp. Called on the
+/// publisher's thread only.
+class KeyGate {
+ public:
+  virtual ~KeyGate() = default;
+  virtual bool held(const OutboxRow& row) const = 0;
+  virtual void failed_permanently(const OutboxRow& row) = 0;
+};
+
 /// Not thread-safe: one loop produces, polls and reads the batches. Delivery callbacks run inside
 /// poll() on the calling thread.
 class KafkaPublisher {
  public:
   /// Throws PublisherConfigError.
-  KafkaPublisher(const KafkaConfig& kafka, const RoutingConfig& routing, DeadKeyPolicy policy);
+  /// `gate` must outlive the publisher.
+  KafkaPublisher(const KafkaConfig& kafka, const RoutingConfig& routing, KeyGate& gate);
   ~KafkaPublisher();
   KafkaPublisher(const KafkaPublisher&) = delete;
   KafkaPublisher& operator=(const KafkaPublisher&) = delete;
@@ -78,10 +90,8 @@ class KafkaPublisher {
   /// refuses outright (too large), are permanent failures at once. A row that librdkafka refuses
   /// for a reason of its topic (unknown topic) is a retriable failure, reported by
   /// take_topic_failures(), and the later rows of that topic in this batch are not_attempted; the
-  /// other topics' rows are produced. Under DeadKeyPolicy::block their
-  /// key is then held: later rows of it, in this batch or any batch produced before
-  /// release_held_keys(this batch), are not_attempted — the database does not know the row is dead
-  /// until the batch is recorded, so a claim made meanwhile may hold later rows of that key. When
+  /// other topics' rows are produced. A row whose key the gate holds is not_attempted, and each
+  /// permanent failure is told to the gate (which may then hold later rows of its key). When
   /// librdkafka's queue is full it serves delivery reports and tries again while `keep_going()`
   /// says so; rows left when it stops are not_attempted.
   void produce(PublishBatch& batch, const std::function<bool()>& keep_going);
@@ -89,9 +99,6 @@ class KafkaPublisher {
   /// The retriable failures since the last call, at produce time or in delivery reports, one per
   /// row, in the order they happened.
   std::vector<TopicFailure> take_topic_failures();
-
-  /// Call once `batch` is recorded: its dead rows are now visible to claims, which skip their keys.
-  void release_held_keys(const PublishBatch& batch);
 
   /// Serves delivery reports for up to `timeout`.
   void poll(std::chrono::milliseconds timeout);

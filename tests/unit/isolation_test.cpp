@@ -7,6 +7,7 @@
 #include "relay/core/routing.hpp"
 #include "relay/core/text.hpp"
 #include "relay/observe/metrics.hpp"
+#include "relay/pipeline/dead_key_holds.hpp"
 #include "relay/pipeline/topic_holds.hpp"
 
 using namespace outbox;
@@ -84,6 +85,40 @@ TEST_CASE("many rows of a topic failing at once count one failure of that topic,
   holds.release_due(kStart + 250ms, [](const std::string& route) { return route == "orders"; });
   CHECK(holds.next_retry() == kStart + 100ms + 200ms);  // orders: second attempt, not 501st row
   CHECK_FALSE(holds.hold_all({}, kStart).newly_held);
+}
+
+TEST_CASE(
+    "under block, a key with a dead row is held until that row is recorded; under skip never") {
+  auto row = [](std::int64_t id, std::optional<std::string> key) {
+    OutboxRow r;
+    r.id = OutboxId{id};
+    r.key = std::move(key);
+    return r;
+  };
+  const std::vector<OutboxRow> batch{row(1, "a"), row(2, "a"), row(3, std::nullopt)};
+  std::vector<DeliveryReport> reports(3);
+  reports[0].outcome = DeliveryOutcome::permanent_failure;
+  reports[1].outcome = DeliveryOutcome::not_attempted;
+  reports[2].outcome = DeliveryOutcome::permanent_failure;
+
+  DeadKeyHolds block(DeadKeyPolicy::block);
+  block.failed_permanently(batch[0]);
+  block.failed_permanently(batch[2]);  // no key: nothing to hold
+  CHECK(block.held(row(9, "a")));      // any later row of the key
+  CHECK_FALSE(block.held(row(9, "b")));
+  CHECK_FALSE(block.held(row(9, std::nullopt)));
+  block.failed_permanently(row(5, "a"));  // a second dead row of the key, in a later batch
+  block.recorded(batch, reports);
+  CHECK(block.held(row(9, "a")));  // the second one is not recorded yet
+  const std::vector<OutboxRow> later{row(5, "a")};
+  const std::vector<DeliveryReport> later_reports{
+      {OutboxId{5}, DeliveryOutcome::permanent_failure, -1, -1, "", false}};
+  block.recorded(later, later_reports);
+  CHECK_FALSE(block.held(row(9, "a")));  // the claim sees both dead rows now, and skips the key
+
+  DeadKeyHolds skip(DeadKeyPolicy::skip);
+  skip.failed_permanently(batch[0]);
+  CHECK_FALSE(skip.held(row(9, "a")));
 }
 
 TEST_CASE("holding one topic leaves the others claimable") {
