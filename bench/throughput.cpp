@@ -7,7 +7,7 @@
 
 #include "bench/benchmarks.hpp"
 #include "relay/config/config.hpp"
-#include "relay/maintenance/table_vacuumer.hpp"
+#include "relay/maintenance/maintenance.hpp"
 #include "relay/pipeline/dead_key_holds.hpp"
 #include "relay/publisher/publisher.hpp"
 #include "relay/store/store.hpp"
@@ -104,7 +104,7 @@ int sql_ceiling(const Options& options) {
   // steps over ever more dead index entries and the ceiling would be one the relay never meets.
   Telemetry telemetry;
   std::jthread vacuumer(
-      [&](std::stop_token stop) { TableVacuumer(config, telemetry).run(std::move(stop)); });
+      [&](std::stop_token stop) { vacuum_when_due(config, telemetry, std::move(stop)); });
   const auto start = Clock::now();
   long done = 0;
   for (;;) {

@@ -19,10 +19,8 @@
 #include "relay/core/text.hpp"
 #include "relay/observe/logging.hpp"
 #include "relay/observe/metrics_server.hpp"
-#include "relay/maintenance/lag_monitor.hpp"
+#include "relay/maintenance/maintenance.hpp"
 #include "relay/pipeline/relay_loop.hpp"
-#include "relay/maintenance/retention_purger.hpp"
-#include "relay/maintenance/table_vacuumer.hpp"
 #include "relay/publisher/publisher.hpp"
 #include "relay/store/store.hpp"
 
@@ -99,17 +97,17 @@ int run_relay(const std::string& config_path, const Secrets& secrets) {
   }
   if (config.metrics.enabled) {
     lag_monitor = std::jthread(guarded("lag_monitor", token, [&](std::stop_token t) {
-      LagMonitor(config, telemetry).run(std::move(t));
+      refresh_lag_gauges(config, telemetry, std::move(t));
     }));
   }
   if (config.retention.enabled) {
     purger = std::jthread(guarded("retention_purger", token, [&](std::stop_token t) {
-      RetentionPurger(config, telemetry).run(std::move(t));
+      run_retention_purge(config, telemetry, std::move(t));
     }));
   }
   if (config.retention.vacuum_dead_rows > 0) {
     vacuumer = std::jthread(guarded("vacuumer", token, [&](std::stop_token t) {
-      TableVacuumer(config, telemetry).run(std::move(t));
+      vacuum_when_due(config, telemetry, std::move(t));
     }));
   }
   try {

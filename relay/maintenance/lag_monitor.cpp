@@ -1,4 +1,4 @@
-#include "relay/maintenance/lag_monitor.hpp"
+#include "relay/maintenance/maintenance.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -43,14 +43,11 @@ void publish(const LagSnapshot& lag, MetricsRegistry& metrics) {
 
 }  // namespace
 
-LagMonitor::LagMonitor(const Config& config, Telemetry& telemetry)
-    : config_(config), telemetry_(telemetry) {}
-
-void LagMonitor::run(std::stop_token stop) {
-  LagReader reader(config_.postgres, config_.routing);
-  Gauge& refresh_failures_seen = telemetry_.metrics.gauge(
+void refresh_lag_gauges(const Config& config, Telemetry& telemetry, std::stop_token stop) {
+  LagReader reader(config.postgres, config.routing);
+  Gauge& refresh_failures_seen = telemetry.metrics.gauge(
       "outbox_lag_refresh_ok", "1 when the last read of the lag gauges from PostgreSQL worked.");
-  Gauge& read_seconds = telemetry_.metrics.gauge(
+  Gauge& read_seconds = telemetry.metrics.gauge(
       "outbox_lag_read_seconds",
       "How long the last read of the lag gauges took; above 5% of metrics.refresh_interval_ms "
       "the relay reads them less often.");
@@ -60,10 +57,10 @@ void LagMonitor::run(std::stop_token stop) {
   // the reads to 5% of the time keeps that cost bounded; the gauges are then older, by at most 20
   // times a read.
   constexpr double kLagReadsBusyShare = 0.05;
-  run_paced(config_.metrics.refresh_interval, kLagReadsBusyShare, stop, [&] {
+  run_paced(config.metrics.refresh_interval, kLagReadsBusyShare, stop, [&] {
     try {
       const auto started = std::chrono::steady_clock::now();
-      publish(reader.read(), telemetry_.metrics);
+      publish(reader.read(), telemetry.metrics);
       read_seconds.set(
           std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
       refresh_failures_seen.set(1);

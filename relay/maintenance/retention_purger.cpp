@@ -1,4 +1,4 @@
-#include "relay/maintenance/retention_purger.hpp"
+#include "relay/maintenance/maintenance.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -7,16 +7,13 @@
 
 namespace outbox {
 
-RetentionPurger::RetentionPurger(const Config& config, Telemetry& telemetry)
-    : config_(config), telemetry_(telemetry) {}
-
-void RetentionPurger::run(std::stop_token stop) {
-  Counter& purged = telemetry_.metrics.counter("outbox_purged_rows_total",
-                                               "Finished rows deleted by the retention purge.");
-  run_every(config_.retention.interval, stop, [&] {
+void run_retention_purge(const Config& config, Telemetry& telemetry, std::stop_token stop) {
+  Counter& purged = telemetry.metrics.counter("outbox_purged_rows_total",
+                                              "Finished rows deleted by the retention purge.");
+  run_every(config.retention.interval, stop, [&] {
     try {
       const std::int64_t deleted = purge_finished_rows(
-          config_.postgres, config_.retention.keep_finished, config_.retention.batch_size,
+          config.postgres, config.retention.keep_finished, config.retention.batch_size,
           /*progress=*/nullptr);
       purged.increment(static_cast<std::uint64_t>(deleted));
       if (deleted > 0) spdlog::info("event=retention_purged rows={}", deleted);

@@ -1,4 +1,4 @@
-#include "relay/maintenance/table_vacuumer.hpp"
+#include "relay/maintenance/maintenance.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -17,13 +17,10 @@ constexpr std::chrono::seconds kCheckInterval{1};
 constexpr std::chrono::seconds kIdleCheckIntervalMax{32};
 }  // namespace
 
-TableVacuumer::TableVacuumer(const Config& config, Telemetry& telemetry)
-    : config_(config), telemetry_(telemetry) {}
-
-void TableVacuumer::run(std::stop_token stop) {
-  Counter& vacuums = telemetry_.metrics.counter("outbox_table_vacuums_total",
-                                                "VACUUMs of the outbox table run by this relay.");
-  OutboxVacuum vacuum(config_.postgres);
+void vacuum_when_due(const Config& config, Telemetry& telemetry, std::stop_token stop) {
+  Counter& vacuums = telemetry.metrics.counter("outbox_table_vacuums_total",
+                                               "VACUUMs of the outbox table run by this relay.");
+  OutboxVacuum vacuum(config.postgres);
   bool permission_checked = false;
   // Dead versions a VACUUM could not remove (an old snapshot still sees them) stay counted; the
   // threshold applies to what came after, so such a table is not vacuumed every second.
@@ -46,7 +43,7 @@ void TableVacuumer::run(std::stop_token stop) {
       interval = dead == dead_at_last_check ? std::min(interval * 2, kIdleCheckIntervalMax)
                                             : kCheckInterval;
       dead_at_last_check = dead;
-      if (dead - left_by_last_vacuum >= config_.retention.vacuum_dead_rows) {
+      if (dead - left_by_last_vacuum >= config.retention.vacuum_dead_rows) {
         const auto start = std::chrono::steady_clock::now();
         vacuum.run();
         left_by_last_vacuum = vacuum.dead_row_versions();

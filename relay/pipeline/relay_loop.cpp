@@ -14,6 +14,7 @@
 #include "relay/core/text.hpp"
 #include "relay/pipeline/dead_key_holds.hpp"
 #include "relay/pipeline/in_flight_window.hpp"
+#include "relay/pipeline/loop_telemetry.hpp"
 #include "relay/pipeline/outcome_recorder.hpp"
 #include "relay/pipeline/topic_holds.hpp"
 #include "relay/publisher/publisher.hpp"
@@ -41,99 +42,6 @@ std::shared_ptr<spdlog::logger> pipeline_log() {
   auto logger = spdlog::get("pipeline");
   return logger ? logger : spdlog::default_logger();
 }
-
-/// The loop's metrics, looked up once: updating them is then a relaxed atomic add.
-struct LoopMetrics {
-  explicit LoopMetrics(MetricsRegistry& registry)
-      : published(registry.counter("outbox_published_total",
-                                   "Rows published to Kafka and recorded as published.")),
-        retriable_errors(registry.counter("outbox_publish_errors_total",
-                                          "Rows whose publish failed, by kind; retriable ones are "
-                                          "re-sent, permanent ones are parked dead.",
-                                          {{"kind", "retriable"}})),
-        permanent_errors(registry.counter("outbox_publish_errors_total",
-                                          "Rows whose publish failed, by kind; retriable ones are "
-                                          "re-sent, permanent ones are parked dead.",
-                                          {{"kind", "permanent"}})),
-        batch_size(registry.histogram("outbox_batch_size_rows", "Rows per claimed batch.",
-                                      exponential_buckets(1, 4, 9))),
-        insert_to_ack(registry.histogram(
-            "outbox_insert_to_ack_seconds",
-            "Time from a row's insert (created_at) to Kafka's acknowledgement being recorded.",
-            exponential_buckets(0.001, 2, 18))),
-        lanes_owned(registry.gauge("outbox_lanes_owned", "Lanes this instance holds.")),
-        in_flight_batches(
-            registry.gauge("outbox_in_flight_batches", "Batches produced and not yet recorded.")),
-        producer_queue(registry.gauge("outbox_producer_queue_messages",
-                                      "Messages in librdkafka's queues or in flight.")),
-        topics_held(
-            registry.gauge("outbox_topics_held", "Topics held back after a failure of their own.")),
-        isolated_parked(rows_isolated_counter(registry, /*quarantined=*/false)),
-        heartbeats(registry.counter("outbox_lease_heartbeats_total",
-                                    "Heartbeats this instance renewed (one per rebalance).")),
-        instances_ended(registry.counter(
-            "outbox_lease_instances_ended_total",
-            "Instances whose heartbeat expired and whose session this instance ended, so that "
-            "their lanes could move.")),
-        fenced(registry.counter("outbox_lease_fenced_total",
-                                "Times this instance stopped producing for its lanes because its "
-                                "heartbeat could not be renewed in time (self-fencing).")),
-        fenced_unrecorded(registry.counter(
-            "outbox_lease_fenced_unrecorded_deliveries_total",
-            "Messages acknowledged by Kafka but not yet recorded when this instance fenced "
-            "itself: the lanes' next owner publishes them again.")),
-        fenced_in_doubt(registry.counter(
-            "outbox_lease_fenced_in_doubt_messages_total",
-            "Messages sent to Kafka but not acknowledged when this instance fenced itself: Kafka "
-            "may still append them, after newer events of their key from the lanes' next owner "
-            "(stale copies). With the previous counter, the bound on what a fenced instance can "
-            "still deliver.")),
-        quarantined(rows_isolated_counter(registry, /*quarantined=*/true)) {}
-
-  Counter& published;
-  Counter& retriable_errors;
-  Counter& permanent_errors;
-  Histogram& batch_size;
-  Histogram& insert_to_ack;
-  Gauge& lanes_owned;
-  Gauge& in_flight_batches;
-  Gauge& producer_queue;
-  Gauge& topics_held;
-  Counter& isolated_parked;
-  Counter& heartbeats;
-  Counter& instances_ended;
-  Counter& fenced;
-  Counter& fenced_unrecorded;
-  Counter& fenced_in_doubt;
-  Counter& quarantined;
-};
-
-struct Totals {
-  std::uint64_t published = 0;
-  std::uint64_t dead = 0;
-  std::uint64_t retried = 0;
-  std::uint64_t stalled_batches = 0;
-};
-
-/// Where the loop's thread spent its time since the last progress line (the recorder's thread
-/// reports its own): the figures that show whether PostgreSQL, Kafka or the relay holds the
-/// pipeline back.
-struct StageTimes {
-  Clock::duration claim{};
-  Clock::duration produce{};
-  Clock::duration await_kafka{};
-
-  template <typename Work>
-  static auto timed(Clock::duration& total, Work&& work) {
-    const auto start = Clock::now();
-    struct AddElapsed {
-      Clock::duration& total;
-      Clock::time_point start;
-      ~AddElapsed() { total += Clock::now() - start; }
-    } add_elapsed{total, start};
-    return work();
-  }
-};
 
 PublishedRows published_rows_of(const Config& config) {
   return config.retention.delete_on_publish ? PublishedRows::delete_at_once : PublishedRows::keep;
@@ -645,25 +553,6 @@ class LoopState {
 };
 
 }  // namespace
-
-Failpoints parse_failpoints(const std::string& text) {
-  Failpoints failpoints;
-  std::size_t start = 0;
-  while (start < text.size()) {
-    const std::size_t end = std::min(text.find(',', start), text.size());
-    const std::string item = text.substr(start, end - start);
-    start = end + 1;
-    const auto equals = item.find('=');
-    const std::string name = item.substr(0, equals);
-    if (name == "producer_fatal_after_batches" && equals != std::string::npos) {
-      failpoints.producer_fatal_after_batches = std::stoi(item.substr(equals + 1));
-      continue;
-    }
-    throw std::invalid_argument("RELAY_FAILPOINTS: unknown failpoint or missing value: '" + item +
-                                "' (known: producer_fatal_after_batches=N)");
-  }
-  return failpoints;
-}
 
 RelayLoop::RelayLoop(const Config& config, Telemetry& telemetry, Failpoints failpoints)
     : config_(config), telemetry_(telemetry), failpoints_(failpoints) {}

@@ -9,25 +9,14 @@
 // backoff has passed, then resumes from the oldest pending row.
 #pragma once
 
-#include <optional>
 #include <stop_token>
 #include <string>
 
 #include "relay/config/config.hpp"
 #include "relay/observe/metrics_server.hpp"
+#include "relay/pipeline/failpoints.hpp"
 
 namespace outbox {
-
-/// Faults the loop injects on purpose, for fault-injection tests (README, "Failpoints"). Off unless
-/// set; the app reads them from the RELAY_FAILPOINTS environment variable.
-struct Failpoints {
-  /// After this many batches, put the producer into librdkafka's fatal-error state, once.
-  std::optional<int> producer_fatal_after_batches;
-};
-
-/// Parses "name=value[,name=value]" (RELAY_FAILPOINTS); throws std::invalid_argument naming an
-/// unknown failpoint or a bad value.
-Failpoints parse_failpoints(const std::string& text);
 
 class RelayLoop {
  public:
