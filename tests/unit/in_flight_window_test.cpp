@@ -67,17 +67,22 @@ std::vector<std::int64_t> ids_of(const Window& window) {
   return values;
 }
 
+/// Adds a batch of `count` rows from `first_id` and returns it, for the test to deliver.
+FakeBatch& add_batch(Window& window, std::int64_t first_id, int count,
+                     Window::Clock::time_point produced_at = kT0) {
+  auto batch = std::make_unique<FakeBatch>(first_id, count);
+  FakeBatch& added = *batch;
+  window.add(std::move(batch), produced_at);
+  return added;
+}
+
 }  // namespace
 
 TEST_CASE(
     "a batch completed by Kafka before an earlier one waits for it: recorded in produce order") {
   Window window;
-  auto first = std::make_unique<FakeBatch>(1, 2);
-  auto second = std::make_unique<FakeBatch>(3, 2);
-  FakeBatch* a = first.get();
-  FakeBatch* b = second.get();
-  window.add(std::move(first), kT0);
-  window.add(std::move(second), kT0);
+  FakeBatch* a = &add_batch(window, 1, 2);
+  FakeBatch* b = &add_batch(window, 3, 2);
 
   b->deliver_all();  // the later batch's partition answered first
   Submitted submitted;
@@ -112,9 +117,7 @@ TEST_CASE(
 
 TEST_CASE("a failed recording hands the batch out again, and nothing behind it is recorded first") {
   Window window;
-  auto batch = std::make_unique<FakeBatch>(10, 1);
-  batch->deliver_all();
-  window.add(std::move(batch), kT0);
+  add_batch(window, 10, 1).deliver_all();
   Submitted submitted;
   window.submit_ready(std::ref(submitted));
   REQUIRE(submitted.calls.size() == 1);
@@ -137,12 +140,8 @@ TEST_CASE("a failed recording hands the batch out again, and nothing behind it i
 TEST_CASE(
     "a batch stalled past the timeout leaves the chain; its rows are recorded as they finish") {
   Window window;
-  auto stuck = std::make_unique<FakeBatch>(1, 3);
-  auto behind = std::make_unique<FakeBatch>(4, 1);
-  FakeBatch* s = stuck.get();
-  FakeBatch* b = behind.get();
-  window.add(std::move(stuck), kT0);
-  window.add(std::move(behind), kT0 + 1s);
+  FakeBatch* s = &add_batch(window, 1, 3);
+  FakeBatch* b = &add_batch(window, 4, 1, kT0 + 1s);
   s->deliver(0);
   b->deliver_all();
 
