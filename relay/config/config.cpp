@@ -1,6 +1,5 @@
 #include "relay/config/config.hpp"
 
-#include <libpq-fe.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
@@ -567,47 +566,12 @@ class Parser {
     return value;
   }
 
-  /// ${VAR}, ${VAR:-default}; $$ is a literal $.
   std::string substitute(const std::string& text, const std::string& key, int line) {
-    std::string out;
-    for (std::size_t i = 0; i < text.size(); ++i) {
-      if (text[i] != '$') {
-        out.push_back(text[i]);
-        continue;
-      }
-      if (i + 1 < text.size() && text[i + 1] == '$') {
-        out.push_back('$');
-        ++i;
-        continue;
-      }
-      if (i + 1 >= text.size() || text[i + 1] != '{') {
-        out.push_back('$');
-        continue;
-      }
-      const std::size_t close = text.find('}', i + 2);
-      if (close == std::string::npos) {
-        throw ConfigError(source_, line, key, "unterminated ${ in '" + text + "'");
-      }
-      const std::string inside = text.substr(i + 2, close - i - 2);
-      const std::size_t dash = inside.find(":-");
-      const std::string name = inside.substr(0, dash);
-      static const std::regex variable_name("[A-Za-z_][A-Za-z0-9_]*");
-      if (!std::regex_match(name, variable_name)) {
-        throw ConfigError(source_, line, key, "invalid variable name '" + name + "'");
-      }
-      std::string value;
-      if (!env_(name, value)) {
-        if (dash == std::string::npos) {
-          throw ConfigError(source_, line, key,
-                            "environment variable " + name + " is not defined (use ${" + name +
-                                ":-default} for a default)");
-        }
-        value = inside.substr(dash + 2);
-      }
-      out += value;
-      i = close;
+    try {
+      return substitute_env(text, env_);
+    } catch (const SubstitutionError& error) {
+      throw ConfigError(source_, line, key, error.what());
     }
-    return out;
   }
 
   void check_cross_field_rules(const Config& config, const YAML::Node&) {
@@ -665,13 +629,6 @@ ConfigError::ConfigError(std::string file, int line, std::string key, std::strin
       key_(std::move(key)),
       why_(std::move(why)) {}
 
-bool lookup_process_env(const std::string& name, std::string& value) {
-  const char* found = std::getenv(name.c_str());
-  if (!found) return false;
-  value = found;
-  return true;
-}
-
 Config load_config_text(const std::string& yaml_text, const std::string& source_name,
                         EnvLookup env) {
   return Parser(source_name, env).parse(yaml_text);
@@ -710,89 +667,6 @@ std::int64_t producer_message_max_bytes(const KafkaConfig& kafka) {
   } catch (const std::exception&) {
     return kLibrdkafkaDefault;  // librdkafka refuses the value itself when the producer is made
   }
-}
-
-std::string redact_postgres_url(const std::string& url) {
-  // libpq's own parser, not a pattern: what is shown is rebuilt from the fields libpq will use,
-  // and the password is never among them, however it is written (a malformed percent-escape, a
-  // space, an '@' all once leaked its tail through a pattern).
-  char* parse_error = nullptr;
-  std::unique_ptr<PQconninfoOption, decltype(&PQconninfoFree)> parsed(
-      PQconninfoParse(url.c_str(), &parse_error), &PQconninfoFree);
-  if (!parsed) {
-    PQfreemem(parse_error);
-    return "(a postgres.url libpq cannot parse)";
-  }
-  std::map<std::string, std::string> fields;
-  for (const PQconninfoOption* option = parsed.get(); option->keyword; ++option) {
-    if (option->val) fields[option->keyword] = option->val;
-  }
-  auto field = [&](const char* name) {
-    const auto found = fields.find(name);
-    return found == fields.end() ? std::string() : found->second;
-  };
-  std::string shown = "postgresql://" + field("user");
-  if (fields.contains("password")) shown += ":***";
-  if (fields.contains("user") || fields.contains("password")) shown += "@";
-  // A second '@' in a URI ends the password early: libpq reads its tail as the host name.
-  const std::string host = field("host").find('@') == std::string::npos ? field("host") : "***";
-  shown += host + (fields.contains("port") ? ":" + field("port") : "") + "/" + field("dbname");
-  return shown;
-}
-
-namespace {
-/// The password of a URL's user-info as written (scheme://user:password@host/...), found by the
-/// last '@' before the path, however malformed the rest is.
-std::string written_url_password(const std::string& url) {
-  const auto scheme = url.find("://");
-  if (scheme == std::string::npos) return {};
-  const auto start = scheme + 3;
-  const auto path = url.find_first_of("/?#", start);
-  const std::string authority = url.substr(start, path == std::string::npos ? path : path - start);
-  const auto at = authority.rfind('@');
-  if (at == std::string::npos) return {};
-  const auto colon = authority.find(':');
-  return colon == std::string::npos || colon > at ? std::string()
-                                                  : authority.substr(colon + 1, at - colon - 1);
-}
-
-bool names_a_secret(std::string_view property) {
-  for (std::string_view word : {"password", "secret", "token", "key.pem", "keystore", "jaas"}) {
-    if (property.find(word) != std::string_view::npos) return true;
-  }
-  return false;
-}
-}  // namespace
-
-std::vector<std::string> configured_secrets(const Config& config) {
-  std::vector<std::string> secrets;
-  const std::string& url = config.postgres.url;
-  secrets.push_back(written_url_password(url));
-  char* parse_error = nullptr;
-  std::unique_ptr<PQconninfoOption, decltype(&PQconninfoFree)> parsed(
-      PQconninfoParse(url.c_str(), &parse_error), &PQconninfoFree);
-  PQfreemem(parse_error);
-  for (const PQconninfoOption* option = parsed.get(); option && option->keyword; ++option) {
-    if (option->val && std::string_view(option->keyword) == "password") {
-      secrets.emplace_back(option->val);
-    }
-  }
-  if (!parsed) {
-    // Not even libpq can read it (key=value form with a bad quote): the text after password=.
-    const auto at = url.find("password=");
-    if (at != std::string::npos) secrets.push_back(url.substr(at + 9, url.find(' ', at + 9)));
-  }
-  for (const auto& [name, value] : config.kafka.properties) {
-    if (names_a_secret(name)) secrets.push_back(value);
-  }
-  for (const auto& [group, endpoint] : config.checkback.endpoints) {
-    secrets.push_back(endpoint.authorization);
-    if (const auto space = endpoint.authorization.find(' '); space != std::string::npos) {
-      secrets.push_back(endpoint.authorization.substr(space + 1));  // "Bearer <token>"
-    }
-    secrets.push_back(written_url_password(endpoint.url));
-  }
-  return secrets;
 }
 
 namespace {

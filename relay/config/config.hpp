@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "relay/config/env_substitution.hpp"
+
 namespace outbox {
 
 enum class LogFormat { text, json };
@@ -155,11 +157,6 @@ class ConfigError : public std::runtime_error {
   std::string key_;
   std::string why_;
 };
-
-/// Looks up an environment variable; returns false when it is not defined. Injected so tests and
-/// callers decide where variables come from (no hidden global state in the parser).
-using EnvLookup = bool (*)(const std::string& name, std::string& value);
-bool lookup_process_env(const std::string& name, std::string& value);
 
 /// Reads and validates a YAML file. ${VAR} and ${VAR:-default} in scalar values are substituted
 /// first; an undefined variable without a default is an error. Throws ConfigError.
