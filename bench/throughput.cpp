@@ -10,6 +10,7 @@
 #include "relay/maintenance/maintenance.hpp"
 #include "relay/pipeline/dead_key_holds.hpp"
 #include "relay/publisher/publisher.hpp"
+#include "relay/store/outcome_store.hpp"
 #include "relay/store/store.hpp"
 
 namespace outbox::bench {
@@ -95,9 +96,9 @@ int sql_ceiling(const Options& options) {
   database.load("bench.sql", options.rows, "pending");
   Config config;
   config.postgres.url = database.url();
-  OutboxStore store(
-      config.postgres, config.routing, config.relay,
-      options.delete_on_publish ? PublishedRows::delete_at_once : PublishedRows::keep);
+  OutboxStore store(config.postgres, config.routing, config.relay);
+  OutcomeStore outcomes(config.postgres, options.delete_on_publish ? PublishedRows::delete_at_once
+                                                                   : PublishedRows::keep);
   store.ensure_connected();
   store.rebalance_lanes(/*may_release=*/true);
   // The relay's own VACUUM schedule runs beside the SQL, as in the relay: without it the claim
@@ -119,7 +120,7 @@ int sql_ceiling(const Options& options) {
       reports.push_back({row.id, DeliveryOutcome::delivered, 0, done, ""});
       ++done;
     }
-    store.record_outcomes(reports);
+    outcomes.record_outcomes(reports);
   }
   const double seconds = seconds_since(start);
   std::cout << "sql-ceiling rows=" << done

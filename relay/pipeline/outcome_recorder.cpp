@@ -4,10 +4,8 @@
 
 namespace outbox {
 
-OutcomeRecorder::OutcomeRecorder(const PostgresConfig& postgres, const RelayConfig& relay,
-                                 PublishedRows published_rows)
-    : store_(postgres, RoutingConfig{}, relay, published_rows, SessionRole::recorder),
-      thread_([this](std::stop_token stop) {
+OutcomeRecorder::OutcomeRecorder(const PostgresConfig& postgres, PublishedRows published_rows)
+    : store_(postgres, published_rows), thread_([this](std::stop_token stop) {
         pthread_setname_np(pthread_self(), "recorder");
         work(std::move(stop));
       }) {}

@@ -15,14 +15,13 @@
 #include <thread>
 #include <vector>
 
-#include "relay/store/store.hpp"
+#include "relay/store/outcome_store.hpp"
 
 namespace outbox {
 
 class OutcomeRecorder {
  public:
-  OutcomeRecorder(const PostgresConfig& postgres, const RelayConfig& relay,
-                  PublishedRows published_rows);
+  OutcomeRecorder(const PostgresConfig& postgres, PublishedRows published_rows);
   ~OutcomeRecorder();  ///< abandons what is not recorded yet: those rows stay pending
   OutcomeRecorder(const OutcomeRecorder&) = delete;
   OutcomeRecorder& operator=(const OutcomeRecorder&) = delete;
@@ -57,7 +56,7 @@ class OutcomeRecorder {
   };
   void work(std::stop_token stop);
 
-  OutboxStore store_;
+  OutcomeStore store_;
   std::mutex mutex_;
   std::condition_variable_any changed_;
   std::deque<Job> queue_;

@@ -28,6 +28,9 @@ class LazySession {
         what, [&] { return work(connection()); }, [this] { connection_.reset(); });
   }
 
+  /// Drops the session; the next run() reconnects.
+  void reset() noexcept { connection_.reset(); }
+
  private:
   pqxx::connection& connection() {
     if (!connection_) {

@@ -2,6 +2,9 @@
 // Private to relay/store (it includes pqxx).
 #pragma once
 
+#include <spdlog/spdlog.h>
+
+#include <memory>
 #include <pqxx/except>
 #include <string>
 #include <string_view>
@@ -10,6 +13,12 @@
 #include "relay/store/store.hpp"
 
 namespace outbox {
+
+/// The store module's logger (the default one until logging is configured).
+inline std::shared_ptr<spdlog::logger> store_log() {
+  auto logger = spdlog::get("store");
+  return logger ? logger : spdlog::default_logger();
+}
 
 enum class SqlFailure {
   connection_lost,  ///< the session is gone (and with it leases and LISTEN): reconnect
@@ -51,6 +60,12 @@ auto with_store_errors(const std::string& what, Work&& work, OnLost&& on_connect
     throw;
   }
 }
+
+// The last step before quarantine: the fewest columns an UPDATE can touch to take a row out of the
+// pending set with its reason, so it fails only where no UPDATE of the row can succeed.
+inline constexpr const char* kParkDeadSql =
+    "UPDATE outbox.messages SET state = 'dead', attempts = attempts + 1, last_error = $2"
+    " WHERE id = $1 AND state = 'pending'";
 
 /// How much of a statement's error a row's reason keeps: enough to act on, never a flood.
 inline constexpr std::size_t kReasonBytes = 1000;

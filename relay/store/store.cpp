@@ -34,11 +34,6 @@ constexpr int kSessionTcpUserTimeoutMs = 10000;
 constexpr std::string_view kRowBytes =
     "(coalesce(octet_length(m.payload), 0) + coalesce(octet_length(m.message_key), 0))::bigint";
 
-std::shared_ptr<spdlog::logger> store_log() {
-  auto logger = spdlog::get("store");
-  return logger ? logger : spdlog::default_logger();
-}
-
 class WakeupReceiver final : public pqxx::notification_receiver {
  public:
   explicit WakeupReceiver(pqxx::connection_base& connection)
@@ -126,42 +121,6 @@ std::string read_one_sql(const RoutingConfig& routing) {
          " WHERE m.id = $1 AND m.state = 'pending'";
 }
 
-// The last step before quarantine: the fewest columns an UPDATE can touch to take a row out of the
-// pending set with its reason, so it fails only where no UPDATE of the row can succeed.
-constexpr const char* kParkDeadSql =
-    "UPDATE outbox.messages SET state = 'dead', attempts = attempts + 1, last_error = $2"
-    " WHERE id = $1 AND state = 'pending'";
-
-std::string record_outcomes_sql(PublishedRows published_rows) {
-  const std::string outcomes =
-      "unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[])"
-      " AS u(id, outcome, kafka_partition, kafka_offset, error)";
-  const std::string update =
-      "UPDATE outbox.messages m SET"
-      "   state = CASE u.outcome WHEN 'delivered' THEN 'published'::outbox.row_state"
-      "                          WHEN 'permanent' THEN 'dead'::outbox.row_state"
-      "                          ELSE m.state END,"
-      "   attempts = m.attempts + 1,"
-      "   published_at = CASE WHEN u.outcome = 'delivered' THEN clock_timestamp()"
-      "                       ELSE m.published_at END,"
-      "   finished_at = CASE WHEN u.outcome = 'delivered' THEN clock_timestamp()"
-      "                      ELSE m.finished_at END,"
-      "   kafka_partition = CASE WHEN u.outcome = 'delivered' THEN u.kafka_partition"
-      "                          ELSE m.kafka_partition END,"
-      "   kafka_offset = CASE WHEN u.outcome = 'delivered' THEN u.kafka_offset"
-      "                       ELSE m.kafka_offset END,"
-      "   last_error = coalesce(nullif(u.error, ''), m.last_error)"
-      " FROM " +
-      outcomes + " WHERE m.id = u.id AND m.state = 'pending'";
-  if (published_rows == PublishedRows::keep) return update;
-  // Still one statement (one round trip, one snapshot): delivered rows are deleted, the others
-  // updated; the two touch disjoint rows.
-  return "WITH delivered AS (DELETE FROM outbox.messages m USING " + outcomes +
-         "   WHERE m.id = u.id AND u.outcome = 'delivered' AND m.state = 'pending' RETURNING "
-         "m.id) " +
-         update + " AND u.outcome <> 'delivered'";
-}
-
 /// Unique per process start: a restarted instance on the same host and pid is a new instance.
 std::string make_instance_name() {
   char host[256] = {};
@@ -170,21 +129,6 @@ std::string make_instance_name() {
   char suffix[17];
   std::snprintf(suffix, sizeof suffix, "%08x%08x", random(), random());
   return std::string(host) + ":" + std::to_string(getpid()) + ":" + suffix;
-}
-
-std::string_view outcome_code(DeliveryOutcome outcome) {
-  switch (outcome) {
-    case DeliveryOutcome::delivered:
-      return "delivered";
-    case DeliveryOutcome::permanent_failure:
-      return "permanent";
-    case DeliveryOutcome::retriable_failure:
-      return "retriable";
-    case DeliveryOutcome::not_attempted:
-      break;
-  }
-  RELAY_ASSERT(false, "not_attempted outcomes are never recorded");
-  return {};
 }
 
 }  // namespace
@@ -283,13 +227,8 @@ auto OutboxStore::run(const std::string& what, Work&& work) {
 }
 
 OutboxStore::OutboxStore(const PostgresConfig& postgres, const RoutingConfig& routing,
-                         const RelayConfig& relay, PublishedRows published_rows, SessionRole role)
-    : postgres_(postgres),
-      routing_(routing),
-      relay_(relay),
-      published_rows_(published_rows),
-      role_(role),
-      instance_(make_instance_name()) {
+                         const RelayConfig& relay)
+    : postgres_(postgres), routing_(routing), relay_(relay), instance_(make_instance_name()) {
   RELAY_ASSERT(relay_.lanes > 0 && (relay_.lanes & (relay_.lanes - 1)) == 0,
                "lanes is a power of two (validated by config)");
 }
@@ -300,7 +239,7 @@ OutboxStore::~OutboxStore() {
   if (session_ && !session_->owned_lanes.empty()) {
     store_log()->info("event=lanes_released lanes={}", session_->owned_lanes.size());
   }
-  if (session_ && role_ == SessionRole::claimer) {
+  if (session_) {
     try {
       pqxx::nontransaction tx{session_->connection};
       tx.exec_params("DELETE FROM outbox.relay_instances WHERE instance = $1", instance_);
@@ -325,32 +264,27 @@ void OutboxStore::ensure_connected() {
   session_.reset();
   run("connect to " + redact_postgres_url(postgres_.url), [&] {
     auto session = std::make_unique<Session>(session_connection_string(postgres_));
-    session->connection.prepare("record_outcomes", record_outcomes_sql(published_rows_));
     session->connection.prepare("park_dead", kParkDeadSql);
-    if (role_ == SessionRole::claimer) {
-      session->connection.prepare("claim", claim_sql(routing_, relay_.dead_key_policy));
-      session->connection.prepare("claim_ids", claim_ids_sql(routing_, relay_.dead_key_policy));
-      session->connection.prepare("read_one", read_one_sql(routing_));
-      pqxx::nontransaction join{session->connection};
-      join.exec_params("SELECT pg_advisory_lock_shared($1, 0)", kMemberLockClass);
-      join.commit();
-      // After joining: a `lanes set` that counted no instance has committed, or waits for us.
-      agree_on_lane_count(session->connection, relay_.lanes);
-      pqxx::nontransaction beat{session->connection};
-      beat.exec_params(
-          "INSERT INTO outbox.relay_instances (instance, backend_pid, heartbeat_at, expires_at)"
-          " VALUES ($1, pg_backend_pid(), clock_timestamp(),"
-          "         clock_timestamp() + $2 * interval '1 millisecond')"
-          " ON CONFLICT (instance) DO UPDATE SET backend_pid = EXCLUDED.backend_pid,"
-          "   heartbeat_at = EXCLUDED.heartbeat_at, expires_at = EXCLUDED.expires_at",
-          instance_, relay_.lease_timeout.count());
-      if (relay_.notify) session->wakeups = std::make_unique<WakeupReceiver>(session->connection);
-    }
+    session->connection.prepare("claim", claim_sql(routing_, relay_.dead_key_policy));
+    session->connection.prepare("claim_ids", claim_ids_sql(routing_, relay_.dead_key_policy));
+    session->connection.prepare("read_one", read_one_sql(routing_));
+    pqxx::nontransaction join{session->connection};
+    join.exec_params("SELECT pg_advisory_lock_shared($1, 0)", kMemberLockClass);
+    join.commit();
+    // After joining: a `lanes set` that counted no instance has committed, or waits for us.
+    agree_on_lane_count(session->connection, relay_.lanes);
+    pqxx::nontransaction beat{session->connection};
+    beat.exec_params(
+        "INSERT INTO outbox.relay_instances (instance, backend_pid, heartbeat_at, expires_at)"
+        " VALUES ($1, pg_backend_pid(), clock_timestamp(),"
+        "         clock_timestamp() + $2 * interval '1 millisecond')"
+        " ON CONFLICT (instance) DO UPDATE SET backend_pid = EXCLUDED.backend_pid,"
+        "   heartbeat_at = EXCLUDED.heartbeat_at, expires_at = EXCLUDED.expires_at",
+        instance_, relay_.lease_timeout.count());
+    if (relay_.notify) session->wakeups = std::make_unique<WakeupReceiver>(session->connection);
     session_ = std::move(session);
   });
-  store_log()->info("event=connected role={} postgres={}",
-                    role_ == SessionRole::claimer ? "claimer" : "recorder",
-                    redact_postgres_url(postgres_.url));
+  store_log()->info("event=connected role=claimer postgres={}", redact_postgres_url(postgres_.url));
 }
 
 bool OutboxStore::wait_for_wakeup(std::chrono::milliseconds timeout, int interrupt_fd) {
@@ -635,57 +569,6 @@ void OutboxStore::quarantine(const RowProblem& problem) {
       "event=row_quarantined id={} reason=\"{}\" effect=\"excluded from this relay's claims, with "
       "its key, until the relay restarts; fix or delete the row\"",
       problem.id.value, printable(problem.reason));
-}
-
-std::vector<RowProblem> OutboxStore::record_outcomes(std::span<const DeliveryReport> reports) {
-  struct Arrays {
-    std::vector<std::int64_t> ids, partitions, offsets;
-    std::vector<std::string> outcomes, errors;
-    void add(const DeliveryReport& report) {
-      ids.push_back(report.id.value);
-      outcomes.emplace_back(outcome_code(report.outcome));
-      partitions.push_back(report.partition);
-      offsets.push_back(report.offset);
-      errors.push_back(capped(report.error, kReasonBytes));
-    }
-  };
-  auto record = [&](const Arrays& arrays) {
-    run("record delivery outcomes", [&] {
-      pqxx::nontransaction tx{session_->connection};
-      tx.exec_prepared("record_outcomes", format_int_array(arrays.ids),
-                       format_text_array(arrays.outcomes), format_int_array(arrays.partitions),
-                       format_int_array(arrays.offsets), format_text_array(arrays.errors));
-    });
-  };
-  Arrays all;
-  for (const DeliveryReport& report : reports) {
-    if (report.outcome != DeliveryOutcome::not_attempted) all.add(report);
-  }
-  if (all.ids.empty()) return {};
-  ensure_connected();
-  try {
-    record(all);
-    return {};
-  } catch (const pqxx::sql_error& error) {
-    store_log()->error(
-        "event=record_failed rows={} sqlstate={} error=\"{}\" action=record_rows_one_by_one",
-        all.ids.size(), error.sqlstate(), printable(error.what(), kReasonBytes));
-  }
-  // One statement failed on one row's data: record each row alone, so only that row is held.
-  std::vector<RowProblem> problems;
-  for (const DeliveryReport& report : reports) {
-    if (report.outcome == DeliveryOutcome::not_attempted) continue;
-    Arrays one;
-    one.add(report);
-    try {
-      record(one);
-    } catch (const pqxx::sql_error& error) {
-      problems.push_back(park_as_dead(report.id, "could not record its outcome (" +
-                                                     std::string(outcome_code(report.outcome)) +
-                                                     "): " + error.what()));
-    }
-  }
-  return problems;
 }
 
 }  // namespace outbox

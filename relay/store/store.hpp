@@ -86,25 +86,14 @@ struct LaneOwnership {
   std::chrono::steady_clock::time_point lease_valid_until;
 };
 
-/// What recording a delivery does to the row.
-enum class PublishedRows {
-  keep,            ///< mark it published, with partition and offset (retention purges it later)
-  delete_at_once,  ///< delete it (retention.delete_on_publish): no audit trail, smallest table
-};
-
-/// What a session is for. Only a claimer joins the instance membership, takes lanes and LISTENs;
-/// a recorder only records outcomes, on its own connection, so recording one batch and claiming
-/// the next run on two PostgreSQL backends at once.
-enum class SessionRole { claimer, recorder };
-
-/// One PostgreSQL session used by one relay loop. Not thread-safe. Owns its connection: leases
-/// (session advisory locks) and LISTEN live exactly as long as the connection; losing the
-/// connection loses both, which is what lets another instance take the lanes over.
+/// The claiming session of one relay loop: membership, lane leases, LISTEN, claims. Not
+/// thread-safe. Owns its connection: leases (session advisory locks) and LISTEN live exactly as
+/// long as the connection; losing the connection loses both, which is what lets another instance
+/// take the lanes over. Outcomes are recorded on another session (outcome_store.hpp).
 class OutboxStore {
  public:
   OutboxStore(const PostgresConfig& postgres, const RoutingConfig& routing,
-              const RelayConfig& relay, PublishedRows published_rows = PublishedRows::keep,
-              SessionRole role = SessionRole::claimer);
+              const RelayConfig& relay);
   ~OutboxStore();
   OutboxStore(const OutboxStore&) = delete;
   OutboxStore& operator=(const OutboxStore&) = delete;
@@ -141,14 +130,6 @@ class OutboxStore {
   ClaimedBatch claim_batch(std::span<const OutboxId> in_flight,
                            std::span<const std::string> held_routes, const ClaimLimits& limits);
 
-  /// Records a batch's outcomes in one statement: delivered rows become published with their
-  /// partition and offset, permanent failures dead with their reason, retriable failures stay
-  /// pending with the attempt counted. Only rows still pending change, so recording twice is
-  /// harmless (which is what makes a retry after an in-doubt commit safe). When the statement
-  /// fails on a row's data, rows are recorded one by one and the failing ones parked or reported
-  /// for quarantine in the result. Throws StoreUnavailable.
-  std::vector<RowProblem> record_outcomes(std::span<const DeliveryReport> reports);
-
   /// Writes `reason` into the rows' last_error (state and attempts unchanged), so `status` can say
   /// why a topic's oldest row waits while Kafka holds it. Throws StoreUnavailable.
   void note_waiting(std::span<const OutboxId> ids, const std::string& reason);
@@ -164,8 +145,6 @@ class OutboxStore {
   PostgresConfig postgres_;
   RoutingConfig routing_;
   RelayConfig relay_;
-  PublishedRows published_rows_;
-  SessionRole role_;
   std::string instance_;
   std::unique_ptr<Session> session_;
   std::vector<std::string> terminate_refused_;  ///< instances we could not end (logged once)
