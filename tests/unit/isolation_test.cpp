@@ -152,6 +152,19 @@ TEST_CASE("a writer header with the relay's id-header name is a defect, not a se
   CHECK(reserved_header_defect({{"Outbox-Id", "1"}}, "outbox-id") == std::nullopt);
 }
 
+TEST_CASE("a cleared gauge family keeps only the series set after the clear") {
+  MetricsRegistry registry;
+  registry.gauge("outbox_topic_held", "help", {{"topic", "a"}}).set(1);
+  registry.gauge("outbox_topic_held", "help", {{"topic", "b"}}).set(1);
+  registry.clear_gauge("outbox_topic_held");
+  registry.gauge("outbox_topic_held", "help", {{"topic", "b"}}).set(1);
+  const std::string text = registry.render();
+  CHECK(text.find("outbox_topic_held{topic=\"a\"}") == std::string::npos);
+  CHECK(text.find("outbox_topic_held{topic=\"b\"} 1") != std::string::npos);
+  registry.counter("c", "help").increment(3);
+  CHECK(registry.render().find("\nc 3\n") != std::string::npos);  // integral, as Prometheus reads
+}
+
 TEST_CASE("label values are capped and a family's series are bounded") {
   MetricsRegistry registry;
   registry.gauge("g", "help", {{"topic", std::string(1'000'000, 't')}}).set(1);
