@@ -44,6 +44,7 @@ class InFlightWindow {
 
   std::size_t chained() const { return chain_.size(); }
   std::size_t stalled() const { return stalled_.size(); }
+  std::size_t size() const { return chain_.size() + stalled_.size(); }
   bool empty() const { return chain_.empty() && stalled_.empty(); }
 
   /// True at the first batch, chained or stalled, for which `pred(batch)` is.
@@ -120,9 +121,10 @@ class InFlightWindow {
   }
 
   /// The recorder finished `ticket`. When it failed, its rows are handed out again by the next
-  /// submit_ready(). When it succeeded, `recorded(batch, reports, rows, whole)` is called (rows
-  /// are indexes into the batch; `whole`: the batch leaves the window after the call) and the
-  /// chain's batch leaves the window. Chain tickets complete in the order they were submitted.
+  /// submit_ready(). When it succeeded, `recorded(batch, reports, rows, whole)` is called and the
+  /// chain's batch leaves the window: `whole` (a chain batch, leaving after the call) with every
+  /// report and no `rows`, or a stalled batch's finished rows (indexes into the batch) with the
+  /// copies of their reports. Chain tickets complete in the order they were submitted.
   template <typename Recorded>
   void complete(std::uint64_t ticket, bool failed, Recorded&& recorded) {
     if (auto found = stalled_tickets_.find(ticket); found != stalled_tickets_.end()) {
@@ -148,9 +150,7 @@ class InFlightWindow {
     RELAY_ASSERT(!chain_.empty() && chain_.front().ticket == ticket,
                  "batches are recorded in the order they were produced");
     const Batch& batch = *chain_.front().batch;
-    std::vector<std::size_t> all(batch.rows().size());
-    for (std::size_t i = 0; i < all.size(); ++i) all[i] = i;
-    recorded(batch, batch.reports(), std::span<const std::size_t>(all), true);
+    recorded(batch, batch.reports(), std::span<const std::size_t>{}, true);
     chain_.pop_front();
   }
 

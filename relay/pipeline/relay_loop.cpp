@@ -27,7 +27,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-// Upper bound on any single wait, so a stop request is noticed promptly.
+// The slice of the waits that cannot block on an event: serving a stalled batch's deliveries,
+// waiting for the recorder. (The idle wait blocks until its deadline; a stop ends it at once.)
 constexpr milliseconds kStopCheckInterval{200};
 // How long one wait for delivery reports may last while batches are in flight; it also bounds how
 // late a NOTIFY that arrives meanwhile is noticed.
@@ -272,12 +273,13 @@ class LoopState {
   /// InFlightWindow); the topics of their unfinished rows are held, and the rows say so in
   /// last_error.
   void move_stalled_batches() {
+    const auto overdue = window_.stall_overdue(Clock::now(), config_.relay.topic_stall_timeout);
+    if (overdue.empty()) return;         // every step: nothing is built unless a batch stalled
     std::vector<TopicFailure> failures;  // held once below: one stall, one failure per topic
     const std::string reason = "stalled: Kafka has not acknowledged the row within " +
                                std::to_string(config_.relay.topic_stall_timeout.count()) +
                                " ms (no leader, too few in-sync replicas, or a broker away)";
-    for (const PublishBatch* stalled :
-         window_.stall_overdue(Clock::now(), config_.relay.topic_stall_timeout)) {
+    for (const PublishBatch* stalled : overdue) {
       std::vector<OutboxId> waiting;
       for (std::size_t i = 0; i < stalled->rows().size(); ++i) {
         const OutboxRow& row = stalled->rows()[i];
@@ -314,7 +316,7 @@ class LoopState {
                        [&](const PublishBatch& batch, std::span<const DeliveryReport> reports,
                            std::span<const std::size_t> rows, bool whole) {
                          if (whole) dead_keys_.recorded(batch.rows(), batch.reports());
-                         count(reports, batch.rows(), rows);
+                         count(reports, batch.rows(), rows);  // no rows: all of them
                        });
     }
     window_.release_done_stalled(
@@ -401,8 +403,7 @@ class LoopState {
         "event=lease_lost_self_fenced reason=\"{}\" lanes={} in_flight_batches={} "
         "acknowledged_not_recorded={} sent_not_acknowledged={} effect=\"produces nothing more "
         "for these lanes; the next owner publishes what is not recorded again\"",
-        printable(why), owned_lanes_, window_.chained() + window_.stalled(), unrecorded_deliveries,
-        in_doubt);
+        printable(why), owned_lanes_, window_.size(), unrecorded_deliveries, in_doubt);
     metrics_.fenced.increment();
     metrics_.fenced_unrecorded.increment(unrecorded_deliveries);
     metrics_.fenced_in_doubt.increment(in_doubt);
@@ -463,7 +464,7 @@ class LoopState {
   }
 
   void probe_kafka_if_due() {
-    metrics_.in_flight_batches.set(static_cast<double>(window_.chained() + window_.stalled()));
+    metrics_.in_flight_batches.set(static_cast<double>(window_.size()));
     metrics_.producer_queue.set(publisher_->queue_length());
     const auto now = Clock::now();
     if (now < next_kafka_probe_) return;
@@ -502,7 +503,7 @@ class LoopState {
         pipeline_log()->warn(
             "event=outcomes_not_recorded batches={} error=\"{}\" effect=delivered rows stay "
             "pending and are published again by the next run",
-            window_.chained() + window_.stalled(), printable(error.what()));
+            window_.size(), printable(error.what()));
         return false;
       }
     };

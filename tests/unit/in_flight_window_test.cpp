@@ -101,10 +101,11 @@ TEST_CASE(
 
   // Recorded: each leaves the window (and its ids the exclusion) only then, in order.
   std::vector<std::int64_t> recorded;
-  auto record = [&](const FakeBatch& batch, std::span<const DeliveryReport>,
+  auto record = [&](const FakeBatch& batch, std::span<const DeliveryReport> reports,
                     std::span<const std::size_t> rows, bool whole) {
-    CHECK(whole);
-    CHECK(rows.size() == batch.rows().size());
+    CHECK(whole);  // the whole batch: every report, no row list
+    CHECK(reports.size() == batch.rows().size());
+    CHECK(rows.empty());
     recorded.push_back(batch.rows().front().id.value);
   };
   window.complete(submitted.calls[0].first, false, record);
