@@ -23,6 +23,7 @@ struct Options {
   int payload_bytes = 256;
   int batch_size = 1000;
   bool delete_on_publish = false;  ///< retention.delete_on_publish for the relay under test
+  bool exactly_once = false;       ///< kafka.exactly_once for the relay under test
 };
 
 double seconds_since(Clock::time_point start);

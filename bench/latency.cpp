@@ -43,7 +43,10 @@ class ReceiptClock {
          std::map<std::string, std::string>{{"bootstrap.servers", bootstrap},
                                             {"group.id", topic},
                                             {"auto.offset.reset", "earliest"},
-                                            {"enable.auto.commit", "false"}}) {
+                                            {"enable.auto.commit", "false"},
+                                            // What exactly-once consumers must use; for
+                                            // at-least-once it changes nothing.
+                                            {"isolation.level", "read_committed"}}) {
       if (conf->set(name, value, error) != RdKafka::Conf::CONF_OK) throw std::runtime_error(error);
     }
     consumer_.reset(RdKafka::KafkaConsumer::create(conf.get(), error));
@@ -187,6 +190,7 @@ int latency(const Options& options, const LatencyOptions& latency) {
   std::cout << "latency rate=" << latency.rate << " seconds=" << latency.seconds
             << " writers=" << latency.writers
             << " wakeup=" << (latency.notify ? "notify" : "polling")
+            << " exactly_once=" << (options.exactly_once ? "on" : "off")
             << " committed=" << committed.size() << " counted=" << to_ack.size()
             << " consumed=" << to_consumer.size()
             << milliseconds_figures("ack", Percentiles(to_ack)) << " ack_over_20ms=" << slow_acks

@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
   app.add_option("--keys", options.keys, "Distinct keys")->capture_default_str();
   app.add_option("--payload-bytes", options.payload_bytes, "Payload size")->capture_default_str();
   app.add_option("--batch-size", options.batch_size, "relay.batch_size")->capture_default_str();
+  app.add_flag("--exactly-once", options.exactly_once,
+               "Run the relay with kafka.exactly_once (drain, latency, idle)");
   app.require_subcommand(1);
 
   auto* drain_command = app.add_subcommand("drain", "Backlog drain through the real relay");

@@ -81,6 +81,7 @@ int drain(const Options& options) {
   const double vacuum_after_seconds = database.vacuum_seconds();
   std::cout << "drain rows=" << options.rows << " history=" << options.history
             << " delete_on_publish=" << (options.delete_on_publish ? "on" : "off")
+            << " exactly_once=" << (options.exactly_once ? "on" : "off")
             << " payload_bytes=" << options.payload_bytes << " keys=" << options.keys
             << " batch_size=" << options.batch_size << " seconds=" << seconds
             << " messages_per_second=" << options.rows / seconds

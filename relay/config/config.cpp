@@ -67,6 +67,24 @@ const std::vector<Property>& properties() {
       {"kafka.compression", ValueKind::choice, "none", "none|gzip|snappy|lz4|zstd",
        "Compression of produced batches (compression.type).", 0, 0,
        [](Config& c, const std::string& v) { c.kafka.compression = v; }},
+      {"kafka.exactly_once", ValueKind::boolean, "false", "true|false",
+       "Publish each batch in a Kafka transaction with its ids in the marker topic: each row "
+       "once among committed records (consumers read with isolation.level=read_committed).",
+       0, 0, [](Config& c, const std::string& v) { c.kafka.exactly_once = v == "true"; }},
+      {"kafka.marker_topic", ValueKind::string, "outbox-relay.markers", "",
+       "exactly_once: the relay's own compacted topic, one partition per lane, created at start.",
+       0, 0, [](Config& c, const std::string& v) { c.kafka.marker_topic = v; }},
+      {"kafka.transactional_id_prefix", ValueKind::string, "auto", "",
+       "exactly_once: prefix of the producers' transactional.id; auto derives it from the "
+       "database's system identifier and name.",
+       0, 0, [](Config& c, const std::string& v) { c.kafka.transactional_id_prefix = v; }},
+      {"kafka.transaction_timeout_ms", ValueKind::integer, "60000", "1000..900000",
+       "exactly_once: transaction.timeout.ms; a transaction not committed by then is aborted by "
+       "the broker.",
+       1000, 900000,
+       [](Config& c, const std::string& v) {
+         c.kafka.transaction_timeout = milliseconds(to_int(v));
+       }},
       {"relay.batch_size", ValueKind::integer, "1000", "1..100000",
        "Rows claimed, produced and recorded together.", 1, 100000,
        [](Config& c, const std::string& v) { c.relay.batch_size = static_cast<int>(to_int(v)); }},
@@ -598,6 +616,17 @@ class Parser {
     if (config.relay.backoff_max < config.relay.backoff_initial) {
       throw ConfigError(source_, line("relay.backoff_max_ms"), "relay.backoff_max_ms",
                         "must be at least relay.backoff_initial_ms");
+    }
+    if (config.kafka.exactly_once && config.kafka.delivery_timeout.count() > 0 &&
+        config.kafka.delivery_timeout > config.kafka.transaction_timeout) {
+      throw ConfigError(source_, line("kafka.delivery_timeout_ms"), "kafka.delivery_timeout_ms",
+                        "must be at most kafka.transaction_timeout_ms with exactly_once "
+                        "(librdkafka's rule)");
+    }
+    static const std::regex topic_name("[a-zA-Z0-9._-]{1,249}");
+    if (!std::regex_match(config.kafka.marker_topic, topic_name)) {
+      throw ConfigError(source_, line("kafka.marker_topic"), "kafka.marker_topic",
+                        "must be a Kafka topic name ([a-zA-Z0-9._-], 1 to 249 characters)");
     }
     static const std::regex host_port(R"((.+):([0-9]{1,5}))");
     std::smatch listen;

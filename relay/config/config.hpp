@@ -39,6 +39,14 @@ struct KafkaConfig {
   std::chrono::milliseconds linger{1};            ///< linger.ms
   std::int64_t queue_max_kbytes = 65536;          ///< queue.buffering.max.kbytes
   std::string compression = "none";               ///< compression.type
+  /// Publish through Kafka transactions, one per batch, with the batch's ids in the marker topic
+  /// (README, "Exactly-once delivery").
+  bool exactly_once = false;
+  std::string marker_topic = "outbox-relay.markers";
+  /// "auto": "outbox-relay.<database system identifier>.<database name>", so relays of different
+  /// databases sharing a cluster never fence each other.
+  std::string transactional_id_prefix = "auto";
+  std::chrono::milliseconds transaction_timeout{60000};  ///< transaction.timeout.ms
 
   bool operator==(const KafkaConfig&) const = default;
 };

@@ -25,6 +25,7 @@ struct OutboxRow {
   std::optional<std::string> defect;  ///< why this row cannot be published (parked as dead)
   std::int64_t created_at_ms = 0;     ///< created_at, milliseconds since the Unix epoch
   std::int64_t size_bytes = 0;        ///< payload and key bytes, as PostgreSQL counted them
+  std::int32_t lane = 0;              ///< the lane of its key (hashtext(key) & (lanes - 1))
 };
 
 /// What became of one row after a produce attempt.

@@ -14,12 +14,18 @@ Failpoints parse_failpoints(const std::string& text) {
     start = end + 1;
     const auto equals = item.find('=');
     const std::string name = item.substr(0, equals);
-    if (name == "producer_fatal_after_batches" && equals != std::string::npos) {
-      failpoints.producer_fatal_after_batches = std::stoi(item.substr(equals + 1));
+    std::optional<int>* slot = name == "producer_fatal_after_batches"
+                                   ? &failpoints.producer_fatal_after_batches
+                               : name == "freeze_before_commit" ? &failpoints.freeze_before_commit
+                               : name == "kill_after_commit"    ? &failpoints.kill_after_commit
+                                                                : nullptr;
+    if (slot && equals != std::string::npos) {
+      *slot = std::stoi(item.substr(equals + 1));
       continue;
     }
-    throw std::invalid_argument("RELAY_FAILPOINTS: unknown failpoint or missing value: '" + item +
-                                "' (known: producer_fatal_after_batches=N)");
+    throw std::invalid_argument(
+        "RELAY_FAILPOINTS: unknown failpoint or missing value: '" + item +
+        "' (known: producer_fatal_after_batches=N, freeze_before_commit=N, kill_after_commit=N)");
   }
   return failpoints;
 }

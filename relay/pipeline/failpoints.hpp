@@ -12,6 +12,11 @@ namespace outbox {
 struct Failpoints {
   /// After this many batches, put the producer into librdkafka's fatal-error state, once.
   std::optional<int> producer_fatal_after_batches;
+  /// exactly_once: SIGSTOP the whole process right before the Nth commit, after the lease check
+  /// (a process frozen mid-commit, for the fencing test).
+  std::optional<int> freeze_before_commit;
+  /// exactly_once: SIGKILL the process right after the Nth commit, before it is recorded.
+  std::optional<int> kill_after_commit;
 };
 
 /// Parses "name=value[,name=value]" (RELAY_FAILPOINTS); throws std::invalid_argument naming an

@@ -18,6 +18,14 @@ struct LoopMetrics {
                             {{"kind", kind}});
   }
 
+  static Counter& transactions(MetricsRegistry& registry, const char* outcome) {
+    return registry.counter("outbox_transactions_total",
+                            "Kafka transactions ended (kafka.exactly_once), by outcome: committed, "
+                            "aborted (their rows are produced again), fenced (the producer was "
+                            "replaced).",
+                            {{"outcome", outcome}});
+  }
+
   explicit LoopMetrics(MetricsRegistry& registry)
       : published(registry.counter("outbox_published_total",
                                    "Rows published to Kafka and recorded as published.")),
@@ -56,7 +64,18 @@ struct LoopMetrics {
             "may still append them, after newer events of their key from the lanes' next owner "
             "(stale copies). With the previous counter, the bound on what a fenced instance can "
             "still deliver.")),
-        quarantined(rows_isolated_counter(registry, /*quarantined=*/true)) {}
+        quarantined(rows_isolated_counter(registry, /*quarantined=*/true)),
+        transactions_committed(transactions(registry, "committed")),
+        transactions_aborted(transactions(registry, "aborted")),
+        transactions_fenced(transactions(registry, "fenced")),
+        lanes_fenced(registry.counter(
+            "outbox_lanes_fenced_total",
+            "Lanes taken over from another transactional producer (kafka.exactly_once), which was "
+            "fenced and whose last marker was read first.")),
+        recovered_rows(registry.counter(
+            "outbox_recovered_rows_total",
+            "Rows a fenced producer had committed to Kafka but not recorded, marked published from "
+            "its marker instead of being published again.")) {}
 
   Counter& published;
   Counter& retriable_errors;
@@ -74,6 +93,11 @@ struct LoopMetrics {
   Counter& fenced_unrecorded;
   Counter& fenced_in_doubt;
   Counter& quarantined;
+  Counter& transactions_committed;
+  Counter& transactions_aborted;
+  Counter& transactions_fenced;
+  Counter& lanes_fenced;
+  Counter& recovered_rows;
 };
 
 struct Totals {

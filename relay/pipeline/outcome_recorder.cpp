@@ -15,7 +15,8 @@ OutcomeRecorder::~OutcomeRecorder() {
   changed_.notify_all();
 }
 
-void OutcomeRecorder::submit(std::uint64_t ticket, std::span<const DeliveryReport> reports) {
+void OutcomeRecorder::submit(std::uint64_t ticket, std::span<const DeliveryReport> reports,
+                             std::optional<LaneCommit> commit) {
   {
     std::lock_guard lock(mutex_);
     if (failure_) {
@@ -23,7 +24,7 @@ void OutcomeRecorder::submit(std::uint64_t ticket, std::span<const DeliveryRepor
       completed_.push_back({ticket, failure_, {}});
       return;
     }
-    queue_.push_back({ticket, reports});
+    queue_.push_back({ticket, reports, std::move(commit)});
   }
   changed_.notify_all();
 }
@@ -56,7 +57,7 @@ void OutcomeRecorder::work(std::stop_token stop) {
     std::vector<RowProblem> problems;
     const auto start = std::chrono::steady_clock::now();
     try {
-      problems = store_.record_outcomes(job.reports);
+      problems = store_.record_outcomes(job.reports, job.commit);
     } catch (const StoreUnavailable& unavailable) {
       error = unavailable.what();
     } catch (const std::exception& unexpected) {

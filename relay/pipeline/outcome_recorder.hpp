@@ -28,7 +28,9 @@ class OutcomeRecorder {
 
   /// Queues a batch's reports; `ticket` names the batch in what completed() returns. The reports
   /// must stay unchanged and alive until their completion has been taken.
-  void submit(std::uint64_t ticket, std::span<const DeliveryReport> reports);
+  /// With `commit` (exactly_once), that transaction is recorded for its lanes with the batch.
+  void submit(std::uint64_t ticket, std::span<const DeliveryReport> reports,
+              std::optional<LaneCommit> commit = std::nullopt);
 
   /// What happened to submitted batches since the last call, oldest first. After a failure, every
   /// batch submitted until this call fails with it, so none is recorded out of order.
@@ -53,6 +55,7 @@ class OutcomeRecorder {
   struct Job {
     std::uint64_t ticket;
     std::span<const DeliveryReport> reports;
+    std::optional<LaneCommit> commit;
   };
   void work(std::stop_token stop);
 

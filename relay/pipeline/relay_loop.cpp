@@ -1,5 +1,7 @@
 #include "relay/pipeline/relay_loop.hpp"
 
+#include <poll.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -7,12 +9,14 @@
 #include <list>
 #include <map>
 #include <memory>
+#include <set>
 
 #include "relay/core/assert.hpp"
 #include "relay/core/backoff.hpp"
 #include "relay/core/stop_event.hpp"
 #include "relay/core/text.hpp"
 #include "relay/pipeline/dead_key_holds.hpp"
+#include "relay/pipeline/exactly_once.hpp"
 #include "relay/pipeline/in_flight_window.hpp"
 #include "relay/pipeline/loop_telemetry.hpp"
 #include "relay/pipeline/outcome_recorder.hpp"
@@ -38,6 +42,9 @@ constexpr std::chrono::seconds kKafkaProbeInterval{5};
 constexpr milliseconds kKafkaProbeTimeout{1000};
 // How often held topics are looked at for release.
 constexpr milliseconds kHoldCheckInterval{50};
+// exactly_once: how long one of Kafka's transaction calls (init, fence, a marker read, an abort)
+// may take before it is retried with backoff.
+constexpr milliseconds kTransactionCallTimeout{10000};
 
 std::shared_ptr<spdlog::logger> pipeline_log() {
   auto logger = spdlog::get("pipeline");
@@ -59,7 +66,9 @@ class LoopState {
         registry_(telemetry.metrics),
         stop_(std::move(stop)),
         store_(config.postgres, config.routing, config.relay),
-        publisher_(make_publisher()),
+        // With exactly_once the producer needs its transactional id, which names the database:
+        // it is created once the store has connected (ensure_transactional_publisher).
+        publisher_(config.kafka.exactly_once ? nullptr : make_publisher()),
         recorder_(config.postgres, published_rows_of(config)),
         store_backoff_(config.relay.backoff_initial,
                        std::min(config.relay.backoff_max, kReconnectBackoffMax)),
@@ -76,6 +85,16 @@ class LoopState {
         store_backoff_.reset();
       } catch (const LeaseLost& error) {
         fence(error.what());
+      } catch (const TransactionError& error) {
+        // Kafka did not answer a transaction call in time, or this producer was fenced: retried
+        // with backoff; a fenced producer is replaced by the next generation first.
+        abandon_open_transaction(error.what());  // e.g. a marker refused: never commit without it
+        if (error.fatal) discard_transactional_publisher(error.what());
+        readiness_.kafka = false;
+        const milliseconds delay = store_backoff_.next_delay();
+        pipeline_log()->warn("event=kafka_transaction_failed retry_in_ms={} error=\"{}\"",
+                             delay.count(), printable(error.what()));
+        serve_deliveries_for(delay);
       } catch (const StoreUnavailable& error) {
         readiness_.postgres = false;
         const milliseconds delay = store_backoff_.next_delay();
@@ -105,7 +124,10 @@ class LoopState {
 
  private:
   std::unique_ptr<KafkaPublisher> make_publisher() {
-    return std::make_unique<KafkaPublisher>(config_.kafka, config_.routing, dead_keys_);
+    return std::make_unique<KafkaPublisher>(
+        config_.kafka, config_.routing, dead_keys_,
+        // config_, not exactly_once_: the constructor calls this before that member exists.
+        config_.kafka.exactly_once ? std::optional<std::string>(transactional_id_) : std::nullopt);
   }
 
   void step() {
@@ -116,10 +138,20 @@ class LoopState {
       store_.ensure_connected();
       next_rebalance_ = Clock::now();  // leases died with the old session
       caught_up_ = false;
+      // Its rows' lanes may have moved meanwhile: what was not committed must not be.
+      owned_lane_ids_.clear();
+      unrecovered_lanes_.clear();
+      abandon_open_transaction("the PostgreSQL session was lost; its lanes may have moved");
     }
     readiness_.postgres = true;
+    if (exactly_once_) ensure_transactional_publisher();
     if (Clock::now() >= next_rebalance_ || (releasing_lanes_ && nothing_in_flight())) rebalance();
+    recover_lanes();
     release_due_holds();
+    if (exactly_once_) {
+      step_transactional();
+      return;
+    }
     // Rows committed while batches are in flight are claimed now, not after those batches are
     // recorded: pipelining is what keeps commit-to-ack latency near one Kafka round trip.
     if (caught_up_ && window_.chained() > 0 && store_.wait_for_wakeup(milliseconds(0))) {
@@ -139,10 +171,11 @@ class LoopState {
     if (window_.chained() == 0 && !can_claim()) wait_for_work();
   }
 
-  bool nothing_in_flight() const { return window_.empty(); }
+  bool nothing_in_flight() const { return window_.empty() && !open_transaction_; }
 
   bool can_claim() const {
     return !caught_up_ && !releasing_lanes_ && Clock::now() < lease_valid_until_ &&
+           publisher_ != nullptr && unrecovered_lanes_.empty() &&
            window_.stalled_bytes() < in_flight_byte_limit() &&
            window_.chained() < static_cast<std::size_t>(config_.relay.max_in_flight_batches);
   }
@@ -163,6 +196,11 @@ class LoopState {
     releasing_lanes_ = ownership.owned.size() > static_cast<std::size_t>(ownership.fair_share);
     if (ownership.owned.size() != owned_lanes_) caught_up_ = false;
     owned_lanes_ = ownership.owned.size();
+    owned_lane_ids_ = ownership.owned;
+    if (exactly_once_) {
+      unrecovered_lanes_.insert(unrecovered_lanes_.end(), ownership.acquired.begin(),
+                                ownership.acquired.end());
+    }
     readiness_.lanes_owned = static_cast<int>(owned_lanes_);
     metrics_.lanes_owned.set(static_cast<double>(owned_lanes_));
     next_rebalance_ = Clock::now() + config_.relay.lane_rebalance_interval;
@@ -194,6 +232,234 @@ class LoopState {
         pipeline_log()->warn("event=failpoint name=producer_fatal_after_batches");
         publisher_->inject_fatal_error("failpoint producer_fatal_after_batches");
       }
+    }
+  }
+
+  // --- exactly_once (relay/pipeline/exactly_once.hpp states the rules) -----------------------
+
+  /// Creates the transactional producer of the current generation when there is none: the marker
+  /// topic first (once), then init_transactions. Every lane held then names an earlier producer
+  /// (or this instance's previous generation), so each is recovered again before its next claim.
+  void ensure_transactional_publisher() {
+    if (publisher_) return;
+    if (database_identity_.empty()) database_identity_ = store_.database_identity();
+    if (!marker_topic_ready_) {
+      ensure_marker_topic(config_.kafka, config_.kafka.marker_topic, config_.relay.lanes,
+                          kTransactionCallTimeout);
+      marker_topic_ready_ = true;
+    }
+    transactional_id_ = transactional_id_for(config_.kafka.transactional_id_prefix,
+                                             database_identity_, store_.instance(), generation_);
+    auto publisher = make_publisher();
+    publisher->init_transactions(kTransactionCallTimeout);
+    publisher_ = std::move(publisher);
+    committed_seq_ = 0;
+    store_.set_lane_publisher(transactional_id_);
+    unrecovered_lanes_ = owned_lane_ids_;
+    readiness_.kafka = true;
+    pipeline_log()->info("event=transactional_producer_ready transactional_id=\"{}\"",
+                         printable(transactional_id_, 512));
+  }
+
+  /// The producer can no longer be used (fenced, fatal, or its abort did not finish): the next
+  /// step creates the next generation. Only with nothing of it in librdkafka's hands.
+  void discard_transactional_publisher(const std::string& why) {
+    if (!exactly_once_ || !publisher_) return;
+    RELAY_ASSERT(!open_transaction_, "the open transaction was ended first");
+    pipeline_log()->warn(
+        "event=transactional_producer_replaced transactional_id=\"{}\" "
+        "reason=\"{}\"",
+        printable(transactional_id_, 512), printable(why));
+    publisher_.reset();
+    ++generation_;
+    store_.set_lane_publisher(std::nullopt);
+  }
+
+  /// Each lane taken since the last step: fence the producer its row names, mark published what
+  /// that producer committed and did not record (its last marker), then name this producer.
+  void recover_lanes() {
+    while (!unrecovered_lanes_.empty()) {
+      const LaneId lane = unrecovered_lanes_.back();
+      const OutboxStore::LaneTransaction previous = store_.lane_transaction(lane);
+      if (previous.transactional_id && *previous.transactional_id != transactional_id_) {
+        // Lanes taken together usually name one producer: fenced once (a fence stays).
+        if (!fenced_ids_.contains(*previous.transactional_id)) {
+          fence_transactional_id(config_.kafka, *previous.transactional_id,
+                                 kTransactionCallTimeout);
+          fenced_ids_.insert(*previous.transactional_id);
+        }
+        std::optional<LaneMarker> marker;
+        if (auto text = read_last_committed(config_.kafka, config_.kafka.marker_topic, lane.value,
+                                            kTransactionCallTimeout)) {
+          marker = decode_marker(*text);
+        }
+        const std::vector<OutboxId> ids =
+            ids_to_recover(previous.transactional_id, previous.committed_seq, marker);
+        std::size_t marked = 0;
+        if (!ids.empty()) {
+          marked = store_.mark_recovered(ids, config_.retention.delete_on_publish,
+                                         "published by " + *previous.transactional_id +
+                                             " in transaction " + std::to_string(marker->seq) +
+                                             "; recorded from the marker topic");
+        }
+        metrics_.lanes_fenced.increment();
+        metrics_.recovered_rows.increment(marked);
+        pipeline_log()->info(
+            "event=lane_taken_over lane={} fenced_transactional_id=\"{}\" committed_seq={} "
+            "marker_seq={} marker_rows={} rows_marked_published={}",
+            lane.value, printable(*previous.transactional_id, 512), previous.committed_seq,
+            marker ? marker->seq : 0, ids.size(), marked);
+      }
+      store_.take_lane(lane, transactional_id_, committed_seq_);
+      unrecovered_lanes_.pop_back();
+    }
+  }
+
+  /// One batch per transaction; transaction n + 1 commits only once transaction n is recorded, so
+  /// the claim and produce of a batch overlap the recording of the one before.
+  void step_transactional() {
+    if (open_transaction_ && window_.empty()) commit_open_transaction();
+    if (!open_transaction_ && can_claim()) begin_claimed_transaction();
+    if (open_transaction_ && window_.empty()) commit_open_transaction();
+    if (publisher_) publisher_->poll(milliseconds(0));
+    hold_failed_topics();
+    record_completed_batches();
+    if (publisher_ && publisher_->has_fatal_error()) replace_publisher();
+    if (!window_.empty()) {
+      recorder_.wait_idle(kDeliveryPollInterval);
+    } else if (!open_transaction_ && !can_claim()) {
+      wait_for_work();
+    }
+  }
+
+  void begin_claimed_transaction() {
+    window_.ids(in_flight_ids_);
+    ClaimedBatch claimed = StageTimes::timed(stage_times_.claim, [&] {
+      return store_.claim_batch(in_flight_ids_, holds_.routes(), limits_);
+    });
+    caught_up_ = claimed.reached_end;
+    count_problems(claimed.problems);
+    if (claimed.rows.empty()) {
+      if (!claimed.problems.empty()) caught_up_ = false;  // the isolated rows are out of the way
+      return;
+    }
+    found_rows_since_wait_ = true;
+    metrics_.batch_size.observe(static_cast<double>(claimed.rows.size()));
+    auto batch = std::make_unique<PublishBatch>(std::move(claimed.rows));
+    publisher_->begin_transaction();
+    open_transaction_ = std::move(batch);  // from here on it is ended, whatever happens
+    StageTimes::timed(stage_times_.produce, [&] {
+      publisher_->produce(*open_transaction_, [this] { return !stop_.stop_requested(); });
+      // A marker per lane, with the ids handed to Kafka in this transaction (not those refused
+      // or held at produce time: they stay pending).
+      std::map<std::int32_t, LaneMarker> markers;
+      const PublishBatch& produced = *open_transaction_;
+      for (std::size_t i = 0; i < produced.rows().size(); ++i) {
+        const bool handed_over =
+            !produced.row_final(i) || produced.reports()[i].outcome == DeliveryOutcome::delivered;
+        if (!handed_over) continue;
+        LaneMarker& marker = markers[produced.rows()[i].lane];
+        marker.ids.push_back(produced.rows()[i].id);
+      }
+      for (auto& [lane, marker] : markers) {
+        marker.transactional_id = transactional_id_;
+        marker.seq = committed_seq_ + 1;
+        publisher_->produce_marker(config_.kafka.marker_topic, lane, "lane-" + std::to_string(lane),
+                                   encode_marker(marker));
+      }
+    });
+    hold_failed_topics();
+  }
+
+  void commit_open_transaction() {
+    // A frozen process wakes here as well as anywhere: no commit after the lease ran out.
+    fence_if_lease_ran_out();
+    if (!open_transaction_) return;
+    ++commits_attempted_;
+    if (failpoints_.freeze_before_commit == commits_attempted_) {
+      pipeline_log()->warn("event=failpoint name=freeze_before_commit");
+      raise(SIGSTOP);
+    }
+    const KafkaPublisher::TransactionEnd end = StageTimes::timed(stage_times_.await_kafka, [&] {
+      return publisher_->end_transaction(*open_transaction_, config_.relay.topic_stall_timeout);
+    });
+    if (failpoints_.kill_after_commit == commits_attempted_ &&
+        end.ending == KafkaPublisher::Ending::committed) {
+      pipeline_log()->warn("event=failpoint name=kill_after_commit");
+      pipeline_log()->flush();
+      raise(SIGKILL);
+    }
+    finish_transaction(end);
+  }
+
+  /// The batch of an ended transaction goes to the recorder: committed rows become published
+  /// (and the transaction recorded for the lanes), the rest stay pending or are parked dead.
+  void finish_transaction(const KafkaPublisher::TransactionEnd& end) {
+    std::unique_ptr<PublishBatch> batch = std::move(open_transaction_);
+    std::vector<TopicFailure> failures = publisher_->take_topic_failures();
+    window_commit_.reset();
+    switch (end.ending) {
+      case KafkaPublisher::Ending::committed:
+        committed_seq_ += 1;
+        window_commit_ = LaneCommit{transactional_id_, committed_seq_};
+        metrics_.transactions_committed.increment();
+        break;
+      case KafkaPublisher::Ending::aborted:
+      case KafkaPublisher::Ending::fenced:
+        (end.ending == KafkaPublisher::Ending::aborted ? metrics_.transactions_aborted
+                                                       : metrics_.transactions_fenced)
+            .increment();
+        pipeline_log()->warn(
+            "event=transaction_aborted transactional_id=\"{}\" rows={} timed_out={} fenced={} "
+            "error=\"{}\" effect=\"nothing of it is visible to read_committed consumers; its rows "
+            "are produced again\"",
+            printable(transactional_id_, 512), batch->rows().size(), end.timed_out,
+            end.ending == KafkaPublisher::Ending::fenced, printable(end.error));
+        if (!end.timed_out) {
+          // The abort purged rows that had nothing wrong with them: only the culprits' topics
+          // are held. A commit that timed out holds every topic that had not acknowledged.
+          std::erase_if(failures, [](const TopicFailure& failure) {
+            return failure.error_code == "_PURGE_QUEUE" || failure.error_code == "_PURGE_INFLIGHT";
+          });
+        }
+        break;
+    }
+    hold_topics(failures);
+    window_.add(std::move(batch), Clock::now());
+    if (end.ending == KafkaPublisher::Ending::fenced) {
+      discard_transactional_publisher(end.error);
+    }
+  }
+
+  /// Ends the open transaction without committing it (its rows stay pending, not recorded),
+  /// and replaces the producer when the abort did not finish.
+  void abandon_open_transaction(const std::string& why) {
+    if (!open_transaction_) return;
+    const bool aborted = publisher_->abort_transaction(kTransactionCallTimeout);
+    pipeline_log()->warn(
+        "event=transaction_abandoned transactional_id=\"{}\" rows={} aborted={} "
+        "reason=\"{}\"",
+        printable(transactional_id_, 512), open_transaction_->rows().size(), aborted,
+        printable(why));
+    metrics_.transactions_aborted.increment();
+    publisher_->drain(milliseconds(0));  // every row reported: the batch can go
+    publisher_->take_topic_failures();
+    open_transaction_.reset();
+    // Not aborted (Kafka away): whoever takes these lanes next, this instance included, fences
+    // the id, which aborts the transaction then.
+    if (!aborted) discard_transactional_publisher(why);
+  }
+
+  /// A clean stop with everything recorded: the lanes' next owner need not fence this producer.
+  void release_lanes_recorded() {
+    if (!exactly_once_ || !publisher_ || !nothing_in_flight()) return;
+    try {
+      store_.release_lanes_of(transactional_id_);
+    } catch (const std::exception& error) {
+      pipeline_log()->info(
+          "event=lanes_not_released error=\"{}\" effect=\"their next owner "
+          "fences this producer first\"",
+          printable(error.what()));
     }
   }
 
@@ -296,7 +562,8 @@ class LoopState {
   /// Queues at the recorder what has finished, in the window's order (see InFlightWindow).
   void record_completed_batches() {
     window_.submit_ready([&](std::uint64_t ticket, std::span<const DeliveryReport> reports) {
-      recorder_.submit(ticket, reports);
+      // exactly_once keeps at most one batch in the window, so the commit is that batch's.
+      recorder_.submit(ticket, reports, window_commit_);
     });
     finish_recorded_batches();
   }
@@ -391,7 +658,10 @@ class LoopState {
   void fence(const std::string& why) {
     std::size_t unrecorded_deliveries = 0;
     std::size_t in_doubt = 0;
-    publisher_->drain(milliseconds(0));
+    // exactly_once: the open transaction is aborted and the producer replaced; whatever it still
+    // sends belongs to an aborted transaction, and the lanes' next owner fences its id anyway.
+    abandon_open_transaction(why);
+    if (publisher_) publisher_->drain(milliseconds(0));
     window_.any_batch([&](const PublishBatch& batch) {
       for (const DeliveryReport& report : batch.reports()) {
         if (report.outcome == DeliveryOutcome::delivered) ++unrecorded_deliveries;
@@ -408,7 +678,11 @@ class LoopState {
     metrics_.fenced_unrecorded.increment(unrecorded_deliveries);
     metrics_.fenced_in_doubt.increment(in_doubt);
     store_.disconnect();
+    // exactly_once: the lanes' next owner fences this producer; the next generation starts clean.
+    discard_transactional_publisher("lease lost: " + why);
     owned_lanes_ = 0;
+    owned_lane_ids_.clear();
+    unrecovered_lanes_.clear();
     readiness_.lanes_owned = 0;
     metrics_.lanes_owned.set(0);
     lease_valid_until_ = Clock::now();
@@ -418,6 +692,11 @@ class LoopState {
   void replace_publisher() {
     pipeline_log()->error("event=producer_fatal error=\"{}\" action=recreate_producer",
                           printable(publisher_->fatal_error()));
+    if (exactly_once_) {
+      abandon_open_transaction("the producer failed: " + publisher_->fatal_error());
+      discard_transactional_publisher("fatal producer error");
+      return;
+    }
     // Every message still queued is purged and reported as a retriable failure, so the rows stay
     // pending and are re-published by the new producer (with a new producer id) in id order.
     publisher_->drain(milliseconds(0));
@@ -459,12 +738,19 @@ class LoopState {
   void serve_deliveries_for(milliseconds duration) {
     const auto deadline = Clock::now() + duration;
     while (!stop_.stop_requested() && Clock::now() < deadline) {
-      publisher_->poll(std::min(kStopCheckInterval, duration));
+      if (publisher_) {
+        publisher_->poll(std::min(kStopCheckInterval, duration));
+      } else {
+        pollfd stop{stop_event_.fd(), POLLIN, 0};
+        poll(&stop, 1, static_cast<int>(std::min(kStopCheckInterval, duration).count()));
+      }
     }
   }
 
   void probe_kafka_if_due() {
-    metrics_.in_flight_batches.set(static_cast<double>(window_.size()));
+    metrics_.in_flight_batches.set(
+        static_cast<double>(window_.size() + (open_transaction_ ? 1 : 0)));
+    if (!publisher_) return;
     metrics_.producer_queue.set(publisher_->queue_length());
     const auto now = Clock::now();
     if (now < next_kafka_probe_) return;
@@ -484,14 +770,18 @@ class LoopState {
         "stalled_batches={} topics_held={} lanes_owned={} producer_queue={} claim_ms={} "
         "produce_ms={} await_kafka_ms={} record_ms={}",
         totals_.published, totals_.dead, totals_.retried, window_.chained(), window_.stalled(),
-        holds_.held().size(), owned_lanes_, publisher_->queue_length(), ms(stage_times_.claim),
-        ms(stage_times_.produce), ms(stage_times_.await_kafka), ms(recorder_.take_busy_time()));
+        holds_.held().size(), owned_lanes_, publisher_ ? publisher_->queue_length() : 0,
+        ms(stage_times_.claim), ms(stage_times_.produce), ms(stage_times_.await_kafka),
+        ms(recorder_.take_busy_time()));
     stage_times_ = {};
   }
 
   void shut_down() {
     pipeline_log()->info("event=stopping in_flight_batches={} stalled_batches={}",
                          window_.chained(), window_.stalled());
+    // exactly_once: the open transaction is aborted (its rows stay pending); the committed one
+    // in the window is recorded below.
+    abandon_open_transaction("stopping");
     const auto deadline = Clock::now() + config_.relay.shutdown_timeout;
     auto record_until_deadline = [&] {
       try {
@@ -509,12 +799,13 @@ class LoopState {
     };
     // Stalled batches are not waited for: their topics do not acknowledge.
     while (window_.chained() > 0 && Clock::now() < deadline) {
-      publisher_->poll(kDeliveryPollInterval);
+      if (publisher_) publisher_->poll(kDeliveryPollInterval);
       if (!record_until_deadline()) break;
     }
-    publisher_->drain(milliseconds(0));  // what is still undelivered stays pending
+    if (publisher_) publisher_->drain(milliseconds(0));  // what is undelivered stays pending
     while (!nothing_in_flight() && Clock::now() < deadline && record_until_deadline()) {
     }
+    release_lanes_recorded();
     pipeline_log()->info("event=stopped published_total={} dead_total={}", totals_.published,
                          totals_.dead);
   }
@@ -522,6 +813,7 @@ class LoopState {
   const Config& config_;
   const Failpoints failpoints_;
   int batches_produced_ = 0;
+  int commits_attempted_ = 0;
   Readiness& readiness_;
   LoopMetrics metrics_;
   MetricsRegistry& registry_;
@@ -532,6 +824,7 @@ class LoopState {
   // is destroyed first.
   DeadKeyHolds dead_keys_{config_.relay.dead_key_policy};  // outlives every publisher
   InFlightWindow<PublishBatch> window_;
+  std::unique_ptr<PublishBatch> open_transaction_;  ///< exactly_once: produced, not committed
   std::unique_ptr<KafkaPublisher> publisher_;
   // After the batches, so its thread, which reads their reports, stops first.
   OutcomeRecorder recorder_;
@@ -551,6 +844,17 @@ class LoopState {
   Clock::time_point next_kafka_probe_ = Clock::now();
   Totals totals_;
   StageTimes stage_times_;
+  // exactly_once
+  const bool exactly_once_ = config_.kafka.exactly_once;
+  std::string database_identity_;
+  bool marker_topic_ready_ = false;
+  int generation_ = 1;
+  std::string transactional_id_;    ///< of the current publisher
+  std::int64_t committed_seq_ = 0;  ///< the current publisher's last committed transaction
+  std::vector<LaneId> owned_lane_ids_;
+  std::vector<LaneId> unrecovered_lanes_;    ///< taken, not yet recovered: nothing is claimed
+  std::set<std::string> fenced_ids_;         ///< producers this instance has fenced
+  std::optional<LaneCommit> window_commit_;  ///< the window's batch's transaction
 };
 
 }  // namespace

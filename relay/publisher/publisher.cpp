@@ -10,6 +10,7 @@
 
 #include "relay/core/assert.hpp"
 #include "relay/publisher/kafka_errors.hpp"
+#include "relay/publisher/producer_conf.hpp"
 
 namespace outbox {
 
@@ -57,6 +58,10 @@ struct KafkaPublisher::Producer final : public RdKafka::DeliveryReportCb, public
   std::unique_ptr<RdKafka::Producer> handle;
   KeyGate* gate = nullptr;
   std::vector<TopicFailure> topic_failures;
+  bool transactional = false;
+  /// The open transaction's markers not yet reported, and the first marker failure.
+  int markers_awaiting = 0;
+  std::string marker_error;
 
   void topic_failed(const OutboxRow& row, RdKafka::ErrorCode error) {
     topic_failures.push_back({row.route.value_or(""), row.topic,
@@ -81,7 +86,13 @@ struct KafkaPublisher::Producer final : public RdKafka::DeliveryReportCb, public
 
   void dr_cb(RdKafka::Message& message) override {
     auto* slot = static_cast<PublishBatch::DeliverySlot*>(message.msg_opaque());
-    RELAY_ASSERT(slot != nullptr, "every produced message carries its slot");
+    if (slot == nullptr) {  // a marker (exactly_once): its failure fails the transaction
+      --markers_awaiting;
+      if (message.err() != RdKafka::ERR_NO_ERROR && marker_error.empty()) {
+        marker_error = "marker: " + RdKafka::err2str(message.err());
+      }
+      return;
+    }
     DeliveryReport& report = slot->batch->reports_[slot->index];
     report.outcome = classify_delivery_error(message.err());
     if (!is_classified_delivery_error(message.err())) warn_unclassified(message.err());
@@ -132,7 +143,8 @@ namespace {
 
 /// The producer's configuration: the relay's defaults, the user's kafka.properties (which may not
 /// touch what the relay owns), then what it owns. Throws PublisherConfigError naming the property.
-std::unique_ptr<RdKafka::Conf> make_producer_conf(const KafkaConfig& kafka) {
+std::unique_ptr<RdKafka::Conf> make_producer_conf(
+    const KafkaConfig& kafka, const std::optional<std::string>& transactional_id) {
   std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
   std::string error;
   auto set = [&](const std::string& name, const std::string& value) {
@@ -152,25 +164,44 @@ std::unique_ptr<RdKafka::Conf> make_producer_conf(const KafkaConfig& kafka) {
   for (const auto& [name, value] : kafka.properties) {
     const bool is_owned = std::any_of(owned.begin(), owned.end(),
                                       [&](const auto& property) { return property.first == name; });
-    if (is_owned) {
+    if (is_owned || name == "transactional.id" || name == "transaction.timeout.ms") {
       throw PublisherConfigError("kafka.properties." + name +
-                                 ": set by the relay for its delivery guarantee; remove it");
+                                 ": set by the relay for its delivery guarantee; remove it" +
+                                 (is_owned ? "" : " (kafka.exactly_once sets it)"));
     }
     set(name, value);
   }
   for (const auto& [name, value] : owned) set(name, value);
+  if (transactional_id) {
+    set("transactional.id", *transactional_id);
+    set("transaction.timeout.ms", std::to_string(kafka.transaction_timeout.count()));
+    // librdkafka requires message.timeout.ms <= transaction.timeout.ms; "retry forever" (0)
+    // becomes the transaction's own limit: a transaction cannot outlive it anyway.
+    if (kafka.delivery_timeout.count() == 0) {
+      set("message.timeout.ms", std::to_string(kafka.transaction_timeout.count()));
+    }
+  }
   return conf;
 }
 
 }  // namespace
 
-void validate_producer_config(const KafkaConfig& kafka) { make_producer_conf(kafka); }
+void validate_producer_config(const KafkaConfig& kafka) {
+  make_producer_conf(kafka,
+                     kafka.exactly_once ? std::optional<std::string>("validation") : std::nullopt);
+}
+
+std::unique_ptr<RdKafka::Conf> producer_conf(const KafkaConfig& kafka,
+                                             const std::optional<std::string>& transactional_id) {
+  return make_producer_conf(kafka, transactional_id);
+}
 
 KafkaPublisher::KafkaPublisher(const KafkaConfig& kafka, const RoutingConfig& routing,
-                               KeyGate& gate)
+                               KeyGate& gate, std::optional<std::string> transactional_id)
     : producer_(std::make_unique<Producer>()), routing_(routing) {
   producer_->gate = &gate;
-  std::unique_ptr<RdKafka::Conf> conf = make_producer_conf(kafka);
+  producer_->transactional = transactional_id.has_value();
+  std::unique_ptr<RdKafka::Conf> conf = make_producer_conf(kafka, transactional_id);
   std::string error;
   if (conf->set("dr_cb", static_cast<RdKafka::DeliveryReportCb*>(producer_.get()), error) !=
           RdKafka::Conf::CONF_OK ||
@@ -180,8 +211,9 @@ KafkaPublisher::KafkaPublisher(const KafkaConfig& kafka, const RoutingConfig& ro
   }
   producer_->handle.reset(RdKafka::Producer::create(conf.get(), error));
   if (!producer_->handle) throw PublisherConfigError("cannot create Kafka producer: " + error);
-  publisher_log()->info("event=producer_created bootstrap={} idempotence=true acks=all",
-                        kafka.bootstrap_servers);
+  publisher_log()->info(
+      "event=producer_created bootstrap={} idempotence=true acks=all transactional_id=\"{}\"",
+      kafka.bootstrap_servers, transactional_id.value_or(""));
 }
 
 KafkaPublisher::~KafkaPublisher() {
@@ -296,5 +328,95 @@ bool KafkaPublisher::broker_reachable(std::chrono::milliseconds timeout) {
 }
 
 int KafkaPublisher::queue_length() const { return producer_->handle->outq_len(); }
+
+namespace {
+
+/// Takes ownership of librdkafka's error object and turns a failure into TransactionError.
+void throw_if_failed(RdKafka::Error* raw, const char* what) {
+  std::unique_ptr<RdKafka::Error> error(raw);
+  if (!error) return;
+  throw TransactionError(std::string(what) + ": " + error->str(), error->is_fatal());
+}
+
+}  // namespace
+
+void KafkaPublisher::init_transactions(std::chrono::milliseconds timeout) {
+  RELAY_ASSERT(producer_->transactional, "transactions need a transactional.id");
+  throw_if_failed(producer_->handle->init_transactions(static_cast<int>(timeout.count())),
+                  "init_transactions");
+}
+
+void KafkaPublisher::begin_transaction() {
+  producer_->markers_awaiting = 0;
+  producer_->marker_error.clear();
+  throw_if_failed(producer_->handle->begin_transaction(), "begin_transaction");
+}
+
+void KafkaPublisher::produce_marker(const std::string& topic, std::int32_t partition,
+                                    const std::string& key, const std::string& payload) {
+  for (;;) {
+    const RdKafka::ErrorCode error = producer_->handle->produce(
+        topic, partition, RdKafka::Producer::RK_MSG_COPY, const_cast<char*>(payload.data()),
+        payload.size(), key.data(), key.size(), 0, nullptr);
+    if (error == RdKafka::ERR_NO_ERROR) break;
+    if (error != RdKafka::ERR__QUEUE_FULL) {
+      throw TransactionError("marker to " + topic + ": " + RdKafka::err2str(error), false);
+    }
+    producer_->handle->poll(10);
+  }
+  ++producer_->markers_awaiting;
+}
+
+bool KafkaPublisher::abort_transaction(std::chrono::milliseconds timeout) {
+  std::unique_ptr<RdKafka::Error> error(
+      producer_->handle->abort_transaction(static_cast<int>(timeout.count())));
+  producer_->handle->poll(0);  // the purged messages' reports
+  return !error;
+}
+
+KafkaPublisher::TransactionEnd KafkaPublisher::end_transaction(PublishBatch& batch,
+                                                               std::chrono::milliseconds timeout) {
+  TransactionEnd end;
+  // The commit flushes, serving delivery reports; a failed row or marker makes it abortable.
+  std::unique_ptr<RdKafka::Error> error(
+      producer_->handle->commit_transaction(static_cast<int>(timeout.count())));
+  if (!error && producer_->marker_error.empty()) {
+    end.ending = Ending::committed;
+  } else {
+    end.error = error ? error->str() : producer_->marker_error;
+    end.timed_out = error && error->code() == RdKafka::ERR__TIMED_OUT;
+    if (error && error->is_fatal()) {
+      end.ending = Ending::fenced;
+    } else {
+      // Abortable, or a commit that could not finish in time: abort, so nothing of it becomes
+      // visible and the partitions' last stable offset moves on for read_committed consumers.
+      std::unique_ptr<RdKafka::Error> abort_error(
+          producer_->handle->abort_transaction(static_cast<int>(timeout.count())));
+      end.ending = abort_error && abort_error->is_fatal() ? Ending::fenced : Ending::aborted;
+      if (abort_error && !abort_error->is_fatal()) {
+        // Still open (the broker is away): a later init_transactions of this id, by whoever
+        // recovers its lanes, aborts it. This producer can no longer be trusted to.
+        end.ending = Ending::fenced;
+        end.error += "; abort: " + abort_error->str();
+      }
+    }
+  }
+  if (end.ending != Ending::committed) {
+    // A fenced producer's messages are purged here; an aborted one's were by the abort.
+    producer_->handle->purge(RdKafka::Producer::PURGE_QUEUE | RdKafka::Producer::PURGE_INFLIGHT);
+  }
+  for (int round = 0; round < 6000 && !batch.complete(); ++round) producer_->handle->poll(10);
+  RELAY_ASSERT(batch.complete(), "a finished transaction leaves no row in librdkafka");
+  if (end.ending != Ending::committed) {
+    for (DeliveryReport& report : batch.reports_) {
+      if (report.outcome != DeliveryOutcome::delivered) continue;
+      report.outcome = DeliveryOutcome::retriable_failure;
+      report.error = "transaction aborted: " + end.error;
+      report.partition = -1;
+      report.offset = -1;
+    }
+  }
+  return end;
+}
 
 }  // namespace outbox

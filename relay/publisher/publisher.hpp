@@ -5,8 +5,10 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -81,7 +83,10 @@ class KafkaPublisher {
  public:
   /// Throws PublisherConfigError.
   /// `gate` must outlive the publisher.
-  KafkaPublisher(const KafkaConfig& kafka, const RoutingConfig& routing, KeyGate& gate);
+  /// With `transactional_id` (kafka.exactly_once) the producer is transactional: call
+  /// init_transactions() before the first begin_transaction().
+  KafkaPublisher(const KafkaConfig& kafka, const RoutingConfig& routing, KeyGate& gate,
+                 std::optional<std::string> transactional_id = std::nullopt);
   ~KafkaPublisher();
   KafkaPublisher(const KafkaPublisher&) = delete;
   KafkaPublisher& operator=(const KafkaPublisher&) = delete;
@@ -122,11 +127,64 @@ class KafkaPublisher {
   /// Messages waiting in librdkafka's queues or in flight to the broker.
   int queue_length() const;
 
+  // --- Kafka transactions (exactly_once only; relay/publisher/transactions.cpp) -------------
+  /// Registers the transactional id with its coordinator, which fences every earlier producer of
+  /// the same id (their open transaction is aborted). Throws TransactionError.
+  void init_transactions(std::chrono::milliseconds timeout);
+  /// Throws TransactionError.
+  void begin_transaction();
+  /// Produces `payload` to `partition` of `topic` inside the open transaction (the marker of a
+  /// lane); its delivery fails the transaction, not a row. Throws TransactionError.
+  void produce_marker(const std::string& topic, std::int32_t partition, const std::string& key,
+                      const std::string& payload);
+  enum class Ending {
+    committed,  ///< visible to read_committed consumers
+    aborted,    ///< nothing of it is visible; the rows may be produced again
+    fenced,     ///< another producer took the id (or a fatal error): replace this publisher;
+                ///< nothing of the open transaction will become visible
+  };
+  struct TransactionEnd {
+    Ending ending = Ending::aborted;
+    bool timed_out = false;  ///< the commit did not finish within its timeout (then aborted)
+    std::string error;
+  };
+  /// Commits the open transaction (flushing its messages) within `timeout`; when it cannot, aborts
+  /// it. Afterwards every row produced in it has its report; with `aborted` or `fenced`, delivered
+  /// reports are turned into retriable failures ("transaction aborted").
+  TransactionEnd end_transaction(PublishBatch& batch, std::chrono::milliseconds timeout);
+  /// Aborts the open transaction, if any, within `timeout`; returns whether that worked.
+  bool abort_transaction(std::chrono::milliseconds timeout);
+
  private:
   struct Producer;
   std::unique_ptr<Producer> producer_;
   RoutingConfig routing_;
 };
+
+/// A Kafka transaction call failed; `fatal` when the producer can do nothing more (fenced).
+class TransactionError : public std::runtime_error {
+ public:
+  TransactionError(const std::string& what, bool fatal) : std::runtime_error(what), fatal(fatal) {}
+  bool fatal;
+};
+
+/// Ends every earlier producer of `transactional_id` (InitProducerId from a short-lived producer
+/// of that id): its open transaction is aborted, and a commit it had begun completes first.
+/// Throws TransactionError.
+void fence_transactional_id(const KafkaConfig& kafka, const std::string& transactional_id,
+                            std::chrono::milliseconds timeout);
+
+/// Creates the marker topic (compacted, `partitions` partitions) when it is missing, and checks
+/// that it has at least `partitions`. Throws PublisherConfigError for a topic with too few
+/// partitions, TransactionError (not fatal) when Kafka does not answer.
+void ensure_marker_topic(const KafkaConfig& kafka, const std::string& topic, int partitions,
+                         std::chrono::milliseconds timeout);
+
+/// The value of the last record of `partition` of `topic` that a read_committed consumer sees;
+/// nullopt when it has none. Throws TransactionError (not fatal) when Kafka does not answer.
+std::optional<std::string> read_last_committed(const KafkaConfig& kafka, const std::string& topic,
+                                               std::int32_t partition,
+                                               std::chrono::milliseconds timeout);
 
 /// Builds the producer's librdkafka configuration without creating a producer, as the relay would
 /// at start: `check-config` runs it, so what `run` refuses, `check-config` refuses. Throws

@@ -63,7 +63,22 @@ int change_lane_count(const PostgresConfig& postgres, int lanes) {
                                    " relay instance(s) are connected to this outbox; stop every "
                                    "instance, then change the lane count");
         }
+        // exactly_once: a lane whose producer stopped without recording everything is recovered
+        // from partition <lane> of the marker topic by the lane's next owner. With another count
+        // those lanes may never have an owner again: that recovery must happen first.
+        const auto unrecovered =
+            tx.exec1(
+                  "SELECT count(*) FROM outbox.relay_lanes WHERE transactional_id IS NOT NULL")[0]
+                .as<long>();
+        if (unrecovered > 0) {
+          throw std::runtime_error(
+              std::to_string(unrecovered) +
+              " lane(s) still name the exactly-once producer that last published for them (it "
+              "did not stop cleanly); start the relay once with the current count, stop it, "
+              "then change the count");
+        }
         const int old = row.empty() ? lanes : row[0][0].as<int>();
+        if (old != lanes) tx.exec("DELETE FROM outbox.relay_lanes");
         tx.exec_params(
             "INSERT INTO outbox.relay_settings (lanes) VALUES ($1) ON CONFLICT (singleton)"
             " DO UPDATE SET lanes = EXCLUDED.lanes, changed_at = now()",

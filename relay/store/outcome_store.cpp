@@ -87,7 +87,23 @@ RowProblem OutcomeStore::park(OutboxId id, std::string reason) {
   return problem;
 }
 
-std::vector<RowProblem> OutcomeStore::record_outcomes(std::span<const DeliveryReport> reports) {
+std::vector<RowProblem> OutcomeStore::record_outcomes(std::span<const DeliveryReport> reports,
+                                                      const std::optional<LaneCommit>& commit) {
+  std::vector<RowProblem> problems = record_rows(reports);
+  if (commit) {
+    session_->run("record the lanes' committed transaction", [&](pqxx::connection& connection) {
+      pqxx::nontransaction tx{connection};
+      tx.exec_params(
+          "UPDATE outbox.relay_lanes SET committed_seq = $2,"
+          "   updated_at = clock_timestamp()"
+          " WHERE transactional_id = $1 AND committed_seq < $2",
+          commit->transactional_id, commit->seq);
+    });
+  }
+  return problems;
+}
+
+std::vector<RowProblem> OutcomeStore::record_rows(std::span<const DeliveryReport> reports) {
   struct Arrays {
     std::vector<std::int64_t> ids, partitions, offsets;
     std::vector<std::string> outcomes, errors;

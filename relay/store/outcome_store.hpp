@@ -4,7 +4,9 @@
 // nothing: the claiming session (store.hpp) does those.
 #pragma once
 
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -23,6 +25,13 @@ enum class PublishedRows {
   delete_at_once,  ///< delete it (retention.delete_on_publish): no audit trail, smallest table
 };
 
+/// exactly_once: transaction `seq` of producer `transactional_id` is recorded with the batch, so
+/// the lanes it publishes for need no recovery of it (schema/010_lane_transactions.sql).
+struct LaneCommit {
+  std::string transactional_id;
+  std::int64_t seq = 0;
+};
+
 class OutcomeStore {
  public:
   OutcomeStore(const PostgresConfig& postgres, PublishedRows published_rows);
@@ -36,13 +45,17 @@ class OutcomeStore {
   /// harmless (which is what makes a retry after an in-doubt commit safe). When the statement
   /// fails on a row's data, rows are recorded one by one and the failing ones parked or reported
   /// for quarantine in the result. Throws StoreUnavailable.
-  std::vector<RowProblem> record_outcomes(std::span<const DeliveryReport> reports);
+  /// With `commit`, the lanes of its producer then count it recorded (after the rows: a crash in
+  /// between leaves a recovery that finds every row already published).
+  std::vector<RowProblem> record_outcomes(std::span<const DeliveryReport> reports,
+                                          const std::optional<LaneCommit>& commit = std::nullopt);
 
   /// Drops the session; the next call reconnects.
   void disconnect() noexcept;
 
  private:
   RowProblem park(OutboxId id, std::string reason);
+  std::vector<RowProblem> record_rows(std::span<const DeliveryReport> reports);
   std::unique_ptr<LazySession> session_;
 };
 

@@ -49,7 +49,8 @@ class WakeupReceiver final : public pqxx::notification_receiver {
 // isolate a row the batch claim could not read. Every expression is total over what a writer can
 // store: an infinite created_at gives NULL (no latency figure) instead of an error, and a payload
 // larger than `max_row_bytes` (message.max.bytes) is not read at all.
-std::string claim_columns(const RoutingConfig& routing, std::string_view max_row_bytes) {
+std::string claim_columns(const RoutingConfig& routing, std::string_view max_row_bytes,
+                          int lane_mask) {
   return "m.id, m.\"" + routing.topic_column +  // validated as [a-z_][a-z0-9_]*
          "\"::text AS route, m.message_key,"
          " CASE WHEN " +
@@ -59,7 +60,9 @@ std::string claim_columns(const RoutingConfig& routing, std::string_view max_row
          " CASE WHEN isfinite(m.created_at)"
          "      THEN (extract(epoch FROM m.created_at) * 1000)::bigint END AS created_ms,"
          " " +
-         std::string(kRowBytes) + " AS size";
+         std::string(kRowBytes) + " AS size," +
+         // The lane, as the claim's filter computes it: exactly-once markers are kept per lane.
+         " hashtext(coalesce(m.message_key, '')) & " + std::to_string(lane_mask) + " AS lane";
 }
 
 std::string claim_filter(DeadKeyPolicy dead_key_policy, const RoutingConfig& routing) {
@@ -90,18 +93,19 @@ std::string claim_filter(DeadKeyPolicy dead_key_policy, const RoutingConfig& rou
   return sql;
 }
 
-std::string claim_sql(const RoutingConfig& routing, DeadKeyPolicy dead_key_policy) {
+std::string claim_sql(const RoutingConfig& routing, DeadKeyPolicy dead_key_policy, int lane_mask) {
   // Bounded by rows ($4) and by bytes ($5): the window sums row sizes in id order and keeps the
   // rows that start within the budget (so the first row always comes). Sizes are octet_length,
   // which reads a TOASTed value's header, not the value; only the rows kept are sent, and an
   // oversized row's payload (over $6) not even then. `candidates` tells a claim cut by bytes
   // from one that reached the end of the backlog.
-  return "SELECT id, route, message_key, payload, headers, created_ms, size, candidates FROM ("
+  return "SELECT id, route, message_key, payload, headers, created_ms, size, lane, candidates FROM "
+         "("
          "  SELECT c.*, count(*) OVER () AS candidates,"
          "         sum(CASE WHEN c.size <= $6 THEN c.size ELSE 0 END)"
          "           OVER (ORDER BY c.id ROWS UNBOUNDED PRECEDING) AS running"
          "    FROM (SELECT " +
-         claim_columns(routing, "$6") + claim_filter(dead_key_policy, routing) +
+         claim_columns(routing, "$6", lane_mask) + claim_filter(dead_key_policy, routing) +
          "           ORDER BY m.id LIMIT $4) c) b"
          " WHERE b.running - CASE WHEN b.size <= $6 THEN b.size ELSE 0 END < $5"
          " ORDER BY id";
@@ -115,8 +119,8 @@ std::string claim_ids_sql(const RoutingConfig& routing, DeadKeyPolicy dead_key_p
          " AND $5::bigint > 0 AND $6::bigint > 0 ORDER BY m.id LIMIT $4";
 }
 
-std::string read_one_sql(const RoutingConfig& routing) {
-  return "SELECT " + claim_columns(routing, "$2") +
+std::string read_one_sql(const RoutingConfig& routing, int lane_mask) {
+  return "SELECT " + claim_columns(routing, "$2", lane_mask) +
          ", 1 AS candidates FROM outbox.messages m"
          " WHERE m.id = $1 AND m.state = 'pending'";
 }
@@ -265,9 +269,10 @@ void OutboxStore::ensure_connected() {
   run("connect to " + redact_postgres_url(postgres_.url), [&] {
     auto session = std::make_unique<Session>(session_connection_string(postgres_));
     session->connection.prepare("park_dead", kParkDeadSql);
-    session->connection.prepare("claim", claim_sql(routing_, relay_.dead_key_policy));
+    session->connection.prepare("claim",
+                                claim_sql(routing_, relay_.dead_key_policy, relay_.lanes - 1));
     session->connection.prepare("claim_ids", claim_ids_sql(routing_, relay_.dead_key_policy));
-    session->connection.prepare("read_one", read_one_sql(routing_));
+    session->connection.prepare("read_one", read_one_sql(routing_, relay_.lanes - 1));
     pqxx::nontransaction join{session->connection};
     join.exec_params("SELECT pg_advisory_lock_shared($1, 0)", kMemberLockClass);
     join.commit();
@@ -350,11 +355,20 @@ LaneOwnership OutboxStore::rebalance_lanes(bool may_release) {
       if (tx.exec_params1("SELECT pg_try_advisory_lock($1, $2)", kLaneLockClass, lane)[0]
               .as<bool>()) {
         owned.push_back(LaneId{lane});
+        ownership.acquired.push_back(LaneId{lane});
       }
     }
     std::sort(owned.begin(), owned.end());
     int released = 0;
     while (may_release && owned.size() > static_cast<std::size_t>(ownership.fair_share)) {
+      if (lane_publisher_) {
+        // Released with nothing in flight: every transaction of ours is recorded.
+        tx.exec_params(
+            "UPDATE outbox.relay_lanes SET transactional_id = NULL,"
+            "   updated_at = clock_timestamp()"
+            " WHERE lane = $1 AND transactional_id = $2",
+            owned.back().value, *lane_publisher_);
+      }
       tx.exec_params("SELECT pg_advisory_unlock($1, $2)", kLaneLockClass, owned.back().value);
       owned.pop_back();
       ++released;
@@ -368,6 +382,89 @@ LaneOwnership OutboxStore::rebalance_lanes(bool may_release) {
     }
     ownership.owned = owned;
     return ownership;
+  });
+}
+
+std::string OutboxStore::database_identity() {
+  ensure_connected();
+  return run("read the database's identity", [&] {
+    pqxx::nontransaction tx{session_->connection};
+    try {
+      const pqxx::row row = tx.exec1(
+          "SELECT (SELECT system_identifier FROM pg_control_system())::text || '.' ||"
+          "       current_database()");
+      return std::string(row[0].c_str());
+    } catch (const pqxx::insufficient_privilege&) {
+      throw std::runtime_error(
+          "kafka.exactly_once: this role may not read pg_control_system() to name the "
+          "database in transactional ids; set kafka.transactional_id_prefix");
+    }
+  });
+}
+
+OutboxStore::LaneTransaction OutboxStore::lane_transaction(LaneId lane) {
+  ensure_connected();
+  return run("read the lane's transactional producer", [&] {
+    pqxx::nontransaction tx{session_->connection};
+    const pqxx::result rows = tx.exec_params(
+        "SELECT transactional_id, committed_seq FROM outbox.relay_lanes WHERE lane = $1",
+        lane.value);
+    LaneTransaction found;
+    if (!rows.empty()) {
+      if (!rows[0][0].is_null()) found.transactional_id = rows[0][0].as<std::string>();
+      found.committed_seq = rows[0][1].as<std::int64_t>();
+    }
+    return found;
+  });
+}
+
+void OutboxStore::take_lane(LaneId lane, const std::string& transactional_id,
+                            std::int64_t committed_seq) {
+  ensure_connected();
+  run("take the lane for this producer", [&] {
+    pqxx::nontransaction tx{session_->connection};
+    tx.exec_params(
+        "INSERT INTO outbox.relay_lanes (lane, transactional_id, committed_seq)"
+        " VALUES ($1, $2, $3) ON CONFLICT (lane) DO UPDATE SET"
+        "   transactional_id = EXCLUDED.transactional_id,"
+        "   committed_seq = EXCLUDED.committed_seq, updated_at = clock_timestamp()",
+        lane.value, transactional_id, committed_seq);
+  });
+}
+
+void OutboxStore::release_lanes_of(const std::string& transactional_id) {
+  ensure_connected();
+  run("release the lanes of this producer", [&] {
+    pqxx::nontransaction tx{session_->connection};
+    tx.exec_params(
+        "UPDATE outbox.relay_lanes SET transactional_id = NULL,"
+        "   updated_at = clock_timestamp() WHERE transactional_id = $1",
+        transactional_id);
+  });
+}
+
+std::size_t OutboxStore::mark_recovered(std::span<const OutboxId> ids, bool delete_on_publish,
+                                        const std::string& note) {
+  ensure_connected();
+  std::vector<std::int64_t> values;
+  values.reserve(ids.size());
+  for (OutboxId id : ids) values.push_back(id.value);
+  return run("mark rows Kafka committed", [&] {
+    pqxx::nontransaction tx{session_->connection};
+    if (delete_on_publish) {
+      return static_cast<std::size_t>(
+          tx.exec_params("DELETE FROM outbox.messages WHERE id = ANY($1::bigint[])"
+                         " AND state = 'pending'",
+                         format_int_array(values))
+              .affected_rows());
+    }
+    return static_cast<std::size_t>(
+        tx.exec_params("UPDATE outbox.messages SET state = 'published', attempts = attempts + 1,"
+                       "   published_at = clock_timestamp(), finished_at = clock_timestamp(),"
+                       "   last_error = $2"
+                       " WHERE id = ANY($1::bigint[]) AND state = 'pending'",
+                       format_int_array(values), capped(note, kReasonBytes))
+            .affected_rows());
   });
 }
 
@@ -408,6 +505,7 @@ OutboxRow decode_row(const pqxx::row& row, const RoutingConfig& routing,
       add_defect(bad_headers.what());
     }
     if (!row[5].is_null()) outbox_row.created_at_ms = row[5].as<std::int64_t>();
+    outbox_row.lane = row[7].as<std::int32_t>();
   } catch (const std::exception& error) {
     add_defect(capped(std::string("could not be decoded: ") + error.what(), kReasonBytes));
   }
@@ -489,7 +587,7 @@ ClaimedBatch OutboxStore::claim_batch(std::span<const OutboxId> in_flight,
   }
   batch.rows.reserve(result->size());
   for (const auto& row : *result) batch.rows.push_back(decode_row(row, routing_, limits));
-  batch.reached_end = result->empty() || result->front()[7].as<std::int64_t>() <
+  batch.reached_end = result->empty() || result->front()[8].as<std::int64_t>() <
                                              static_cast<std::int64_t>(limits.rows);
   return batch;
 }

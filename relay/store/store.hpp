@@ -80,6 +80,9 @@ struct LaneOwnership {
   /// Instances whose heartbeat had expired and whose sessions this step ended, so their lanes
   /// could be taken.
   std::vector<std::string> ended_instances;
+  /// Lanes taken in this step (not held before it): with exactly_once each is recovered
+  /// (LaneTransactions below) before anything of it is claimed.
+  std::vector<LaneId> acquired;
   /// The steady-clock time until which this instance may act on its lanes: the heartbeat sent in
   /// this step, plus relay.lease_timeout_ms, less a margin. Others end it only after its row
   /// expires, which is later.
@@ -138,6 +141,34 @@ class OutboxStore {
   /// the last resort for a row that could not even be parked.
   void quarantine(const RowProblem& problem);
 
+  // --- exactly_once (schema/010_lane_transactions.sql) -------------------------------------
+  /// "<system identifier>.<database name>": names this database in transactional ids. Throws
+  /// StoreUnavailable, or std::runtime_error when the role may not read pg_control_system().
+  std::string database_identity();
+  /// Which producer last published for `lane` and how far it is recorded; nullopt id: released
+  /// cleanly (or never used).
+  struct LaneTransaction {
+    std::optional<std::string> transactional_id;
+    std::int64_t committed_seq = 0;
+  };
+  LaneTransaction lane_transaction(LaneId lane);
+  /// Makes `transactional_id` the lane's publisher, all of whose transactions up to
+  /// `committed_seq` are recorded (those that did not carry the lane count as recorded). Only
+  /// while this session holds the lane. Throws StoreUnavailable.
+  void take_lane(LaneId lane, const std::string& transactional_id, std::int64_t committed_seq);
+  /// Marks `ids` published (deleted with delete_on_publish) where they are still pending: rows a
+  /// fenced producer committed to Kafka and did not record. Returns how many changed.
+  std::size_t mark_recovered(std::span<const OutboxId> ids, bool delete_on_publish,
+                             const std::string& note);
+  /// A clean stop with every transaction recorded: the lanes `transactional_id` published for
+  /// name no producer, so their next owner need not fence it.
+  void release_lanes_of(const std::string& transactional_id);
+  /// Set while exactly_once runs: lanes released cleanly by rebalance_lanes lose this id (nothing
+  /// of theirs is committed and unrecorded), so their next owner need not fence it.
+  void set_lane_publisher(std::optional<std::string> transactional_id) {
+    lane_publisher_ = std::move(transactional_id);
+  }
+
  private:
   struct Session;
   template <typename Work>
@@ -147,6 +178,7 @@ class OutboxStore {
   RelayConfig relay_;
   std::string instance_;
   std::unique_ptr<Session> session_;
+  std::optional<std::string> lane_publisher_;
   std::vector<std::string> terminate_refused_;  ///< instances we could not end (logged once)
   std::vector<std::int64_t> quarantined_ids_;
   std::vector<std::string> quarantined_keys_;

@@ -4,7 +4,8 @@
 // never in Kafka), unexpected ones (rolled back or never written, yet in Kafka), duplicates, keys
 // out of order (by first occurrence), stuck rows (not terminal after the drain) and misparked
 // rows (malformed or never decided, yet not dead with a reason), prints the counts and exits 1 on
-// any lost, unexpected, out-of-order, stuck or misparked event.
+// any lost, unexpected, out-of-order, stuck or misparked event. With --read-committed (the
+// relay's kafka.exactly_once) it reads as a read_committed consumer and any duplicate fails too.
 //
 // Each key belongs to one writer, which commits its events one after another, so the order of a
 // key's commits is its sequence 1, 2, 3, ... Some transactions roll back; some are held open for
@@ -65,6 +66,7 @@ struct Options {
   int max_lag_ms = 0;              ///< fail when the p99 insert-to-published of good rows is over
   int max_lag_max_ms = 0;          ///< fail when the slowest good row took longer (a takeover)
   bool allow_stale = false;        ///< count stale copies without failing on them
+  bool read_committed = false;     ///< read as isolation.level=read_committed; any duplicate fails
 };
 
 constexpr const char* kProducerGroup = "faults";
@@ -601,7 +603,10 @@ Verdict check(const Options& options, const std::map<std::string, Event>& events
   Verdict verdict;
   verdict.stuck = stuck;
   if (stuck != 0) verdict.note(std::to_string(stuck) + " rows still pending or unknown");
-  const auto messages = outbox::test::read_topic(options.kafka, options.topic, 30s);
+  const auto messages =
+      options.read_committed
+          ? outbox::test::read_topic_to_end(options.kafka, options.topic, /*committed=*/true, 30s)
+          : outbox::test::read_topic(options.kafka, options.topic, 30s);
   std::map<std::string, int> seen;
   std::map<std::string, int> last_sequence;  // per key, by first occurrence
   std::map<std::string, DuplicateRun> runs;
@@ -702,6 +707,8 @@ int main(int argc, char** argv) {
   app.add_flag("--allow-stale", options.allow_stale,
                "Count stale copies (old events appended after newer ones of their key) without "
                "failing on them");
+  app.add_flag("--read-committed", options.read_committed,
+               "Read as a read_committed consumer (kafka.exactly_once) and fail on any duplicate");
   CLI11_PARSE(app, argc, argv);
   if (options.half_percent > 0 && options.status_port == 0) {
     std::cerr << "fault-checker: --half-percent needs --status-port\n";
@@ -760,7 +767,8 @@ int main(int argc, char** argv) {
       return 1;
     }
     if (verdict.lost + verdict.unexpected + verdict.out_of_order + verdict.stuck +
-            verdict.misparked + (options.allow_stale ? 0 : verdict.stale) >
+            verdict.misparked + (options.allow_stale ? 0 : verdict.stale) +
+            (options.read_committed ? verdict.duplicated : 0) >
         0) {
       std::cerr << "fault-checker: FAILED; first problem: " << verdict.first_problem << "\n";
       return 1;

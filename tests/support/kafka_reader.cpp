@@ -33,8 +33,13 @@ std::vector<int> partitions_of(RdKafka::Handle& handle, const std::string& topic
 }
 }  // namespace
 
-std::vector<ConsumedMessage> read_topic(const std::string& bootstrap, const std::string& topic,
-                                        std::chrono::milliseconds topic_timeout) {
+namespace {
+
+/// `to_end`: read until every partition reported its end (enable.partition.eof), with
+/// `isolation`; otherwise up to each partition's high watermark (read_uncommitted).
+std::vector<ConsumedMessage> read_partitions(const std::string& bootstrap, const std::string& topic,
+                                             std::chrono::milliseconds topic_timeout, bool to_end,
+                                             const std::string& isolation) {
   std::string error;
   std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
   conf->set("bootstrap.servers", bootstrap, error);
@@ -45,6 +50,8 @@ std::vector<ConsumedMessage> read_topic(const std::string& bootstrap, const std:
             error);
   conf->set("enable.auto.commit", "false", error);
   conf->set("allow.auto.create.topics", "false", error);
+  conf->set("isolation.level", isolation, error);
+  if (to_end) conf->set("enable.partition.eof", "true", error);
   std::unique_ptr<RdKafka::KafkaConsumer> consumer(
       RdKafka::KafkaConsumer::create(conf.get(), error));
   require(consumer != nullptr, error);
@@ -86,18 +93,22 @@ std::vector<ConsumedMessage> read_topic(const std::string& bootstrap, const std:
   RdKafka::TopicPartition::destroy(assignment);
 
   std::map<int, long long> next_offset;
+  std::map<int, bool> at_end;
   const auto read_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   auto done = [&] {
     for (const auto& [partition, high] : high_watermarks) {
-      if (next_offset[partition] < high) return false;
+      if (to_end ? !at_end[partition] : next_offset[partition] < high) return false;
     }
     return true;
   };
   while (!done()) {
     require(std::chrono::steady_clock::now() < read_deadline, "timed out reading " + topic);
     std::unique_ptr<RdKafka::Message> message(consumer->consume(500));
-    if (message->err() == RdKafka::ERR__TIMED_OUT || message->err() == RdKafka::ERR__PARTITION_EOF)
+    if (message->err() == RdKafka::ERR__PARTITION_EOF) {
+      at_end[message->partition()] = true;
       continue;
+    }
+    if (message->err() == RdKafka::ERR__TIMED_OUT) continue;
     require(message->err() == RdKafka::ERR_NO_ERROR, message->errstr());
     ConsumedMessage consumed;
     consumed.topic = message->topic_name();
@@ -122,6 +133,20 @@ std::vector<ConsumedMessage> read_topic(const std::string& bootstrap, const std:
     return a.partition < b.partition || (a.partition == b.partition && a.offset < b.offset);
   });
   return messages;
+}
+
+}  // namespace
+
+std::vector<ConsumedMessage> read_topic(const std::string& bootstrap, const std::string& topic,
+                                        std::chrono::milliseconds topic_timeout) {
+  return read_partitions(bootstrap, topic, topic_timeout, false, "read_uncommitted");
+}
+
+std::vector<ConsumedMessage> read_topic_to_end(const std::string& bootstrap,
+                                               const std::string& topic, bool committed,
+                                               std::chrono::milliseconds topic_timeout) {
+  return read_partitions(bootstrap, topic, topic_timeout, true,
+                         committed ? "read_committed" : "read_uncommitted");
 }
 
 }  // namespace outbox::test

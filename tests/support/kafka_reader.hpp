@@ -26,6 +26,17 @@ struct ConsumedMessage {
 std::vector<ConsumedMessage> read_topic(
     const std::string& bootstrap, const std::string& topic,
     std::chrono::milliseconds topic_timeout = std::chrono::seconds(10));
+/// What a consumer with isolation.level=read_committed reads of `topic`: committed transactions'
+/// records only, every partition read to its end (its last stable offset). With `committed` false,
+/// read_uncommitted (aborted attempts included), to the end, which on a transactional topic is past
+/// the last record (control records take offsets).
+std::vector<ConsumedMessage> read_topic_to_end(
+    const std::string& bootstrap, const std::string& topic, bool committed,
+    std::chrono::milliseconds topic_timeout = std::chrono::seconds(10));
+/// The same, from the broker the integration tests use (kafka_bootstrap()).
+std::vector<ConsumedMessage> read_topic_to_end(
+    const std::string& topic, bool committed,
+    std::chrono::milliseconds topic_timeout = std::chrono::seconds(10));
 /// The same, from the broker the integration tests use (kafka_bootstrap()).
 std::vector<ConsumedMessage> read_topic(
     const std::string& topic, std::chrono::milliseconds topic_timeout = std::chrono::seconds(10));

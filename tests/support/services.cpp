@@ -20,6 +20,11 @@ std::vector<ConsumedMessage> read_topic(const std::string& topic,
   return read_topic(kafka_bootstrap(), topic, topic_timeout);
 }
 
+std::vector<ConsumedMessage> read_topic_to_end(const std::string& topic, bool committed,
+                                               std::chrono::milliseconds topic_timeout) {
+  return read_topic_to_end(kafka_bootstrap(), topic, committed, topic_timeout);
+}
+
 namespace {
 std::string env_or(const char* name, const std::string& fallback) {
   const char* value = std::getenv(name);

@@ -1,0 +1,55 @@
+// Exactly-once delivery's rules (kafka.exactly_once; README, "Exactly-once delivery"), apart from
+// the I/O that carries them out (relay_loop.cpp, store.hpp, publisher.hpp):
+//
+// - Each batch is one Kafka transaction of one producer, whose transactional.id names the
+//   database, the relay instance and the producer's generation (a fenced or broken producer is
+//   replaced by the next generation). Transactions of one id are numbered 1, 2, ...
+// - The transaction also writes, to partition <lane> of the marker topic, a marker with its id,
+//   number and the outbox ids it carries for that lane.
+// - Transaction n + 1 commits only after transaction n is recorded in PostgreSQL, where the lane's
+//   row (outbox.relay_lanes) then says committed_seq = n. So per lane at most the last marker can
+//   be committed and unrecorded.
+// - Whoever takes a lane whose row names another producer fences that producer (InitProducerId:
+//   its open transaction is aborted, it can commit nothing more), reads the lane's last committed
+//   marker, and marks its ids published when the marker is that producer's and newer than
+//   committed_seq (ids_to_recover). Only then does it claim rows of the lane.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "relay/core/ids.hpp"
+
+namespace outbox {
+
+struct LaneMarker {
+  std::string transactional_id;
+  std::int64_t seq = 0;
+  std::vector<OutboxId> ids;
+
+  bool operator==(const LaneMarker&) const = default;
+};
+
+/// A small JSON object: {"transactional_id": ..., "seq": n, "ids": [...]}.
+std::string encode_marker(const LaneMarker& marker);
+/// nullopt for anything that is not a marker this relay wrote (a foreign record in the topic
+/// recovers nothing).
+std::optional<LaneMarker> decode_marker(std::string_view text);
+
+/// "<prefix>.<instance>.<generation>"; `prefix` is the configured one, or for "auto"
+/// "outbox-relay.<database identity>".
+std::string transactional_id_for(const std::string& prefix, const std::string& database_identity,
+                                 const std::string& instance, int generation);
+
+/// What a lane's new owner must mark published: the ids of the lane's last committed marker when
+/// that marker belongs to `previous_id` (the producer the lane's row names) and is newer than the
+/// row's committed_seq; nothing otherwise (recorded already, or another producer's older marker,
+/// whose rows may have been requeued since).
+std::vector<OutboxId> ids_to_recover(const std::optional<std::string>& previous_id,
+                                     std::int64_t committed_seq,
+                                     const std::optional<LaneMarker>& last_marker);
+
+}  // namespace outbox
