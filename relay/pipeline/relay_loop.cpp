@@ -278,41 +278,50 @@ class LoopState {
   /// Each lane taken since the last step: fence the producer its row names, mark published what
   /// that producer committed and did not record (its last marker), then name this producer.
   void recover_lanes() {
-    while (!unrecovered_lanes_.empty()) {
-      const LaneId lane = unrecovered_lanes_.back();
-      const OutboxStore::LaneTransaction previous = store_.lane_transaction(lane);
-      if (previous.transactional_id && *previous.transactional_id != transactional_id_) {
-        // Lanes taken together usually name one producer: fenced once (a fence stays).
-        if (!fenced_ids_.contains(*previous.transactional_id)) {
-          fence_transactional_id(config_.kafka, *previous.transactional_id,
-                                 kTransactionCallTimeout);
-          fenced_ids_.insert(*previous.transactional_id);
-        }
-        std::optional<LaneMarker> marker;
-        if (auto text = read_last_committed(config_.kafka, config_.kafka.marker_topic, lane.value,
-                                            kTransactionCallTimeout)) {
-          marker = decode_marker(*text);
-        }
-        const std::vector<OutboxId> ids =
-            ids_to_recover(previous.transactional_id, previous.committed_seq, marker);
-        std::size_t marked = 0;
-        if (!ids.empty()) {
-          marked = store_.mark_recovered(ids, config_.retention.delete_on_publish,
-                                         "published by " + *previous.transactional_id +
-                                             " in transaction " + std::to_string(marker->seq) +
-                                             "; recorded from the marker topic");
-        }
-        metrics_.lanes_fenced.increment();
-        metrics_.recovered_rows.increment(marked);
-        pipeline_log()->info(
-            "event=lane_taken_over lane={} fenced_transactional_id=\"{}\" committed_seq={} "
-            "marker_seq={} marker_rows={} rows_marked_published={}",
-            lane.value, printable(*previous.transactional_id, 512), previous.committed_seq,
-            marker ? marker->seq : 0, ids.size(), marked);
+    if (unrecovered_lanes_.empty()) return;
+    // Which producer each lane names; those that name another are fenced (once per producer, and
+    // a fence stays) before any marker is read, so no commit of theirs can land after the read.
+    std::map<std::int32_t, OutboxStore::LaneTransaction> previous;
+    std::vector<std::int32_t> to_read;
+    for (LaneId lane : unrecovered_lanes_) {
+      OutboxStore::LaneTransaction named = store_.lane_transaction(lane);
+      if (!named.transactional_id || *named.transactional_id == transactional_id_) continue;
+      if (!fenced_ids_.contains(*named.transactional_id)) {
+        fence_transactional_id(config_.kafka, *named.transactional_id, kTransactionCallTimeout);
+        fenced_ids_.insert(*named.transactional_id);
       }
-      store_.take_lane(lane, transactional_id_, committed_seq_);
-      unrecovered_lanes_.pop_back();
+      to_read.push_back(lane.value);
+      previous[lane.value] = std::move(named);
     }
+    const std::map<std::int32_t, std::string> markers =
+        to_read.empty() ? std::map<std::int32_t, std::string>{}
+                        : read_last_committed(config_.kafka, config_.kafka.marker_topic, to_read,
+                                              kTransactionCallTimeout);
+    for (const auto& [lane, named] : previous) {
+      std::optional<LaneMarker> marker;
+      if (const auto text = markers.find(lane); text != markers.end()) {
+        marker = decode_marker(text->second);
+      }
+      const std::vector<OutboxId> ids =
+          ids_to_recover(named.transactional_id, named.committed_seq, marker);
+      std::size_t marked = 0;
+      if (!ids.empty()) {
+        marked = store_.mark_recovered(ids, config_.retention.delete_on_publish,
+                                       "published by " + *named.transactional_id +
+                                           " in transaction " + std::to_string(marker->seq) +
+                                           "; recorded from the marker topic");
+      }
+      metrics_.lanes_fenced.increment();
+      metrics_.recovered_rows.increment(marked);
+      pipeline_log()->info(
+          "event=lane_taken_over lane={} fenced_transactional_id=\"{}\" committed_seq={} "
+          "marker_seq={} marker_rows={} rows_marked_published={}",
+          lane, printable(*named.transactional_id, 512), named.committed_seq,
+          marker ? marker->seq : 0, ids.size(), marked);
+    }
+    for (LaneId lane : unrecovered_lanes_)
+      store_.take_lane(lane, transactional_id_, committed_seq_);
+    unrecovered_lanes_.clear();
   }
 
   /// One batch per transaction; transaction n + 1 commits only once transaction n is recorded, so
@@ -474,7 +483,9 @@ class LoopState {
     }
   }
 
-  void hold_failed_topics() { hold_topics(publisher_->take_topic_failures()); }
+  void hold_failed_topics() {
+    if (publisher_) hold_topics(publisher_->take_topic_failures());  // none: exactly_once, replaced
+  }
 
   /// Each failure holds its topic (see TopicHolds::hold_all); logged once per topic and error,
   /// then once a minute; counted per row.

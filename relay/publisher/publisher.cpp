@@ -380,11 +380,22 @@ KafkaPublisher::TransactionEnd KafkaPublisher::end_transaction(PublishBatch& bat
   // The commit flushes, serving delivery reports; a failed row or marker makes it abortable.
   std::unique_ptr<RdKafka::Error> error(
       producer_->handle->commit_transaction(static_cast<int>(timeout.count())));
+  if (error && error->code() == RdKafka::ERR__TIMED_OUT && !error->is_fatal()) {
+    // Not acknowledged in time (a topic without a leader, a broker away). A timed-out commit can
+    // only be resumed, not aborted, so what is still unacknowledged is purged (those messages
+    // fail, which makes the transaction abortable) and the commit resumed; it then fails and the
+    // transaction is aborted below, unless everything was acknowledged meanwhile.
+    end.timed_out = true;
+    end.error = error->str();
+    producer_->handle->purge(RdKafka::Producer::PURGE_QUEUE | RdKafka::Producer::PURGE_INFLIGHT);
+    producer_->handle->poll(0);
+    error.reset(producer_->handle->commit_transaction(static_cast<int>(timeout.count())));
+  }
   if (!error && producer_->marker_error.empty()) {
     end.ending = Ending::committed;
   } else {
-    end.error = error ? error->str() : producer_->marker_error;
-    end.timed_out = error && error->code() == RdKafka::ERR__TIMED_OUT;
+    const std::string why = error ? error->str() : producer_->marker_error;
+    end.error = end.timed_out ? end.error + "; then: " + why : why;
     if (error && error->is_fatal()) {
       end.ending = Ending::fenced;
     } else {

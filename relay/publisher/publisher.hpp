@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -180,11 +181,13 @@ void fence_transactional_id(const KafkaConfig& kafka, const std::string& transac
 void ensure_marker_topic(const KafkaConfig& kafka, const std::string& topic, int partitions,
                          std::chrono::milliseconds timeout);
 
-/// The value of the last record of `partition` of `topic` that a read_committed consumer sees;
-/// nullopt when it has none. Throws TransactionError (not fatal) when Kafka does not answer.
-std::optional<std::string> read_last_committed(const KafkaConfig& kafka, const std::string& topic,
-                                               std::int32_t partition,
-                                               std::chrono::milliseconds timeout);
+/// For each of `partitions` of `topic`, the value of the last record a read_committed consumer
+/// sees there (partitions without one are absent), read with one consumer. Throws
+/// TransactionError (not fatal) when Kafka does not answer within `timeout`.
+std::map<std::int32_t, std::string> read_last_committed(const KafkaConfig& kafka,
+                                                        const std::string& topic,
+                                                        const std::vector<std::int32_t>& partitions,
+                                                        std::chrono::milliseconds timeout);
 
 /// Builds the producer's librdkafka configuration without creating a producer, as the relay would
 /// at start: `check-config` runs it, so what `run` refuses, `check-config` refuses. Throws

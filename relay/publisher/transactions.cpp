@@ -6,7 +6,9 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <map>
 #include <memory>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -111,9 +113,10 @@ void ensure_marker_topic(const KafkaConfig& kafka, const std::string& topic, int
   }
 }
 
-std::optional<std::string> read_last_committed(const KafkaConfig& kafka, const std::string& topic,
-                                               std::int32_t partition,
-                                               std::chrono::milliseconds timeout) {
+std::map<std::int32_t, std::string> read_last_committed(const KafkaConfig& kafka,
+                                                        const std::string& topic,
+                                                        const std::vector<std::int32_t>& partitions,
+                                                        std::chrono::milliseconds timeout) {
   std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
   std::string error;
   auto set = [&](const std::string& name, const std::string& value) {
@@ -130,64 +133,90 @@ std::optional<std::string> read_last_committed(const KafkaConfig& kafka, const s
   set("enable.auto.offset.store", "false");
   set("isolation.level", "read_committed");
   set("enable.partition.eof", "true");
+  // The end of a partition is known when a fetch comes back empty: not after the broker's
+  // default 500 ms wait for data that will not come.
+  set("fetch.wait.max.ms", "10");
   set("client.id", "outbox-relay-marker-reader");
   std::unique_ptr<RdKafka::KafkaConsumer> consumer(
       RdKafka::KafkaConsumer::create(conf.get(), error));
   if (!consumer) throw PublisherConfigError("cannot create the marker reader: " + error);
+  struct Closer {
+    RdKafka::KafkaConsumer* consumer;
+    ~Closer() { consumer->close(); }
+  } closer{consumer.get()};
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   auto left = [&] {
     return std::max<int>(1, static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                                  deadline - std::chrono::steady_clock::now())
                                                  .count()));
   };
-  std::int64_t low = 0, high = 0;
-  const RdKafka::ErrorCode watermarks =
-      consumer->query_watermark_offsets(topic, partition, &low, &high, left());
-  if (watermarks != RdKafka::ERR_NO_ERROR) {
-    throw TransactionError("reading the marker of lane " + std::to_string(partition) + ": " +
-                               RdKafka::err2str(watermarks),
-                           false);
+  auto failed = [&](std::int32_t partition, const std::string& why) {
+    return TransactionError(
+        "reading the marker of lane " + std::to_string(partition) + " from " + topic + ": " + why,
+        false);
+  };
+  // Per partition: where the search ends (exclusive) and how far back it reads. Each transaction
+  // adds its marker and a control record, so the last committed marker is near the end unless
+  // many transactions in a row were aborted: read back a little, then further.
+  struct Search {
+    std::int64_t low = 0, end = 0, span = 64;
+  };
+  std::map<std::int32_t, Search> open;
+  for (std::int32_t partition : partitions) {
+    Search search;
+    const RdKafka::ErrorCode code =
+        consumer->query_watermark_offsets(topic, partition, &search.low, &search.end, left());
+    if (code != RdKafka::ERR_NO_ERROR) throw failed(partition, RdKafka::err2str(code));
+    if (search.end > search.low) open[partition] = search;
   }
-  // Each transaction adds its marker and a control record to the lane's partition, so the last
-  // committed marker is near the end unless many transactions in a row were aborted: read back
-  // a little, then further.
-  std::int64_t span = 64;
-  std::int64_t end = high;
-  while (end > low) {
-    const std::int64_t start = std::max(low, end - span);
-    std::unique_ptr<RdKafka::TopicPartition> assigned(
-        RdKafka::TopicPartition::create(topic, partition, start));
-    std::vector<RdKafka::TopicPartition*> partitions{assigned.get()};
-    consumer->assign(partitions);
-    std::optional<std::string> last;
-    for (;;) {
+  std::map<std::int32_t, std::string> found;
+  while (!open.empty()) {
+    std::vector<std::unique_ptr<RdKafka::TopicPartition>> owned;
+    std::vector<RdKafka::TopicPartition*> assignment;
+    std::map<std::int32_t, std::int64_t> starts;
+    for (const auto& [partition, search] : open) {
+      starts[partition] = std::max(search.low, search.end - search.span);
+      owned.emplace_back(RdKafka::TopicPartition::create(topic, partition, starts[partition]));
+      assignment.push_back(owned.back().get());
+    }
+    consumer->assign(assignment);
+    std::map<std::int32_t, std::string> last;
+    std::set<std::int32_t> done;
+    while (done.size() < open.size()) {
       if (std::chrono::steady_clock::now() >= deadline) {
-        consumer->close();
-        throw TransactionError(
-            "reading the marker of lane " + std::to_string(partition) + ": timed out", false);
+        throw failed(open.begin()->first, "timed out");
       }
-      std::unique_ptr<RdKafka::Message> message(consumer->consume(std::min(left(), 500)));
-      if (message->err() == RdKafka::ERR__PARTITION_EOF) break;
+      std::unique_ptr<RdKafka::Message> message(consumer->consume(std::min(left(), 200)));
+      const std::int32_t partition = message->partition();
       if (message->err() == RdKafka::ERR__TIMED_OUT) continue;
-      if (message->err() != RdKafka::ERR_NO_ERROR) {
-        consumer->close();
-        throw TransactionError(
-            "reading the marker of lane " + std::to_string(partition) + ": " + message->errstr(),
-            false);
+      if (message->err() == RdKafka::ERR__PARTITION_EOF) {
+        done.insert(partition);
+        continue;
       }
-      if (message->offset() >= end) break;  // written after we looked: not what we look for
-      last = std::string(static_cast<const char*>(message->payload()), message->len());
+      if (message->err() != RdKafka::ERR_NO_ERROR) throw failed(partition, message->errstr());
+      if (!open.contains(partition) || done.contains(partition)) continue;
+      if (message->offset() >= open[partition].end) {
+        done.insert(partition);  // past what this round searches: found nothing newer there
+        continue;
+      }
+      last[partition] = std::string(static_cast<const char*>(message->payload()), message->len());
     }
     consumer->unassign();
-    if (last) {
-      consumer->close();
-      return last;
+    for (auto it = open.begin(); it != open.end();) {
+      const std::int32_t partition = it->first;
+      if (last.contains(partition)) {
+        found[partition] = std::move(last[partition]);
+        it = open.erase(it);
+      } else if (starts[partition] <= it->second.low) {
+        it = open.erase(it);  // read from the beginning: no committed marker at all
+      } else {
+        it->second.end = starts[partition];
+        it->second.span *= 4;
+        ++it;
+      }
     }
-    end = start;
-    span *= 4;
   }
-  consumer->close();
-  return std::nullopt;
+  return found;
 }
 
 }  // namespace outbox
