@@ -171,7 +171,7 @@ class LoopState {
     if (window_.chained() == 0 && !can_claim()) wait_for_work();
   }
 
-  bool nothing_in_flight() const { return window_.empty() && !open_transaction_; }
+  bool nothing_in_flight() const { return window_.empty() && open_batches_.empty(); }
 
   bool can_claim() const {
     return !caught_up_ && !releasing_lanes_ && Clock::now() < lease_valid_until_ &&
@@ -265,7 +265,7 @@ class LoopState {
   /// step creates the next generation. Only with nothing of it in librdkafka's hands.
   void discard_transactional_publisher(const std::string& why) {
     if (!exactly_once_ || !publisher_) return;
-    RELAY_ASSERT(!open_transaction_, "the open transaction was ended first");
+    RELAY_ASSERT(open_batches_.empty(), "the open transaction was ended first");
     pipeline_log()->warn(
         "event=transactional_producer_replaced transactional_id=\"{}\" "
         "reason=\"{}\"",
@@ -324,25 +324,40 @@ class LoopState {
     unrecovered_lanes_.clear();
   }
 
-  /// One batch per transaction; transaction n + 1 commits only once transaction n is recorded, so
-  /// the claim and produce of a batch overlap the recording of the one before.
+  /// A transaction carries up to relay.max_in_flight_batches claimed batches: claimed and
+  /// produced one after another while rows come (Kafka acknowledges the first while the next are
+  /// claimed), then committed. Meanwhile up to as many committed batches wait for the recorder, so
+  /// a lane's marker lists every row of the lane that is committed and not yet recorded: the
+  /// lane's last marker always covers what its next owner must mark (exactly_once.hpp).
   void step_transactional() {
-    if (open_transaction_ && window_.empty()) commit_open_transaction();
-    if (!open_transaction_ && can_claim()) begin_claimed_transaction();
-    if (open_transaction_ && window_.empty()) commit_open_transaction();
+    const auto limit = static_cast<std::size_t>(config_.relay.max_in_flight_batches);
+    while (open_batches_.size() < limit && window_.chained() < limit && can_claim() &&
+           !stop_.stop_requested()) {
+      std::unique_ptr<PublishBatch> batch = claim_next();
+      if (!batch) break;
+      produce_in_transaction(std::move(batch));
+    }
+    if (!open_batches_.empty()) commit_open_transaction();
     if (publisher_) publisher_->poll(milliseconds(0));
     hold_failed_topics();
     record_completed_batches();
     if (publisher_ && publisher_->has_fatal_error()) replace_publisher();
-    if (!window_.empty()) {
+    // Caught up: look for rows again after the poll wait, whether or not the recorder is done
+    // (a claim need not wait for it; only a full window does).
+    if (window_.chained() >= limit) {
       recorder_.wait_idle(kDeliveryPollInterval);
-    } else if (!open_transaction_ && !can_claim()) {
+    } else if (!can_claim()) {
       wait_for_work();
     }
   }
 
-  void begin_claimed_transaction() {
+  /// The next batch of pending rows, skipping those in flight (the window's, the open
+  /// transaction's); null when there is none.
+  std::unique_ptr<PublishBatch> claim_next() {
     window_.ids(in_flight_ids_);
+    for (const auto& open : open_batches_) {
+      for (const OutboxRow& row : open->rows()) in_flight_ids_.push_back(row.id);
+    }
     ClaimedBatch claimed = StageTimes::timed(stage_times_.claim, [&] {
       return store_.claim_batch(in_flight_ids_, holds_.routes(), limits_);
     });
@@ -350,47 +365,66 @@ class LoopState {
     count_problems(claimed.problems);
     if (claimed.rows.empty()) {
       if (!claimed.problems.empty()) caught_up_ = false;  // the isolated rows are out of the way
-      return;
+      return nullptr;
     }
     found_rows_since_wait_ = true;
     metrics_.batch_size.observe(static_cast<double>(claimed.rows.size()));
-    auto batch = std::make_unique<PublishBatch>(std::move(claimed.rows));
-    publisher_->begin_transaction();
-    open_transaction_ = std::move(batch);  // from here on it is ended, whatever happens
+    return std::make_unique<PublishBatch>(std::move(claimed.rows));
+  }
+
+  void produce_in_transaction(std::unique_ptr<PublishBatch> batch) {
+    if (open_batches_.empty()) publisher_->begin_transaction();
+    open_batches_.push_back(std::move(batch));  // from here on it is ended, whatever happens
     StageTimes::timed(stage_times_.produce, [&] {
-      publisher_->produce(*open_transaction_, [this] { return !stop_.stop_requested(); });
-      // A marker per lane, with the ids handed to Kafka in this transaction (not those refused
-      // or held at produce time: they stay pending).
-      std::map<std::int32_t, LaneMarker> markers;
-      const PublishBatch& produced = *open_transaction_;
-      for (std::size_t i = 0; i < produced.rows().size(); ++i) {
-        const bool handed_over =
-            !produced.row_final(i) || produced.reports()[i].outcome == DeliveryOutcome::delivered;
-        if (!handed_over) continue;
-        LaneMarker& marker = markers[produced.rows()[i].lane];
-        marker.ids.push_back(produced.rows()[i].id);
-      }
-      for (auto& [lane, marker] : markers) {
-        marker.transactional_id = transactional_id_;
-        marker.seq = committed_seq_ + 1;
-        publisher_->produce_marker(config_.kafka.marker_topic, lane, "lane-" + std::to_string(lane),
-                                   encode_marker(marker));
-      }
+      publisher_->produce(*open_batches_.back(), [this] { return !stop_.stop_requested(); });
     });
     hold_failed_topics();
+  }
+
+  /// A marker for each lane of the open transaction: its rows handed to Kafka (not those refused
+  /// or held at produce time: they stay pending), and the lane's rows committed earlier and not
+  /// recorded yet.
+  void produce_markers() {
+    std::map<std::int32_t, LaneMarker> markers;
+    for (const auto& open : open_batches_) {
+      for (std::size_t i = 0; i < open->rows().size(); ++i) {
+        const bool handed_over =
+            !open->row_final(i) || open->reports()[i].outcome == DeliveryOutcome::delivered;
+        if (handed_over) markers[open->rows()[i].lane].ids.push_back(open->rows()[i].id);
+      }
+    }
+    window_.any_batch([&](const PublishBatch& unrecorded) {
+      for (std::size_t i = 0; i < unrecorded.rows().size(); ++i) {
+        const auto marker = markers.find(unrecorded.rows()[i].lane);
+        if (marker != markers.end() &&
+            unrecorded.reports()[i].outcome == DeliveryOutcome::delivered) {
+          marker->second.ids.push_back(unrecorded.rows()[i].id);
+        }
+      }
+      return false;
+    });
+    for (auto& [lane, marker] : markers) {
+      marker.transactional_id = transactional_id_;
+      marker.seq = committed_seq_ + 1;
+      publisher_->produce_marker(config_.kafka.marker_topic, lane, "lane-" + std::to_string(lane),
+                                 encode_marker(marker));
+    }
   }
 
   void commit_open_transaction() {
     // A frozen process wakes here as well as anywhere: no commit after the lease ran out.
     fence_if_lease_ran_out();
-    if (!open_transaction_) return;
+    if (open_batches_.empty()) return;
+    produce_markers();
     ++commits_attempted_;
     if (failpoints_.freeze_before_commit == commits_attempted_) {
       pipeline_log()->warn("event=failpoint name=freeze_before_commit");
       raise(SIGSTOP);
     }
+    std::vector<PublishBatch*> batches;
+    for (const auto& open : open_batches_) batches.push_back(open.get());
     const KafkaPublisher::TransactionEnd end = StageTimes::timed(stage_times_.await_kafka, [&] {
-      return publisher_->end_transaction(*open_transaction_, config_.relay.topic_stall_timeout);
+      return publisher_->end_transaction(batches, config_.relay.topic_stall_timeout);
     });
     if (failpoints_.kill_after_commit == commits_attempted_ &&
         end.ending == KafkaPublisher::Ending::committed) {
@@ -401,16 +435,19 @@ class LoopState {
     finish_transaction(end);
   }
 
-  /// The batch of an ended transaction goes to the recorder: committed rows become published
-  /// (and the transaction recorded for the lanes), the rest stay pending or are parked dead.
+  /// The batches of an ended transaction go to the recorder: committed rows become published
+  /// (and the transaction recorded for the lanes with its last batch), the rest stay pending or
+  /// are parked dead.
   void finish_transaction(const KafkaPublisher::TransactionEnd& end) {
-    std::unique_ptr<PublishBatch> batch = std::move(open_transaction_);
+    std::vector<std::unique_ptr<PublishBatch>> batches = std::exchange(open_batches_, {});
     std::vector<TopicFailure> failures = publisher_->take_topic_failures();
-    window_commit_.reset();
+    std::size_t rows = 0;
+    for (const auto& batch : batches) rows += batch->rows().size();
     switch (end.ending) {
       case KafkaPublisher::Ending::committed:
         committed_seq_ += 1;
-        window_commit_ = LaneCommit{transactional_id_, committed_seq_};
+        // Recorded in order, so once the last batch is, the whole transaction is.
+        commits_[batches.back()->reports().data()] = LaneCommit{transactional_id_, committed_seq_};
         metrics_.transactions_committed.increment();
         break;
       case KafkaPublisher::Ending::aborted:
@@ -422,7 +459,7 @@ class LoopState {
             "event=transaction_aborted transactional_id=\"{}\" rows={} timed_out={} fenced={} "
             "error=\"{}\" effect=\"nothing of it is visible to read_committed consumers; its rows "
             "are produced again\"",
-            printable(transactional_id_, 512), batch->rows().size(), end.timed_out,
+            printable(transactional_id_, 512), rows, end.timed_out,
             end.ending == KafkaPublisher::Ending::fenced, printable(end.error));
         if (!end.timed_out) {
           // The abort purged rows that had nothing wrong with them: only the culprits' topics
@@ -434,7 +471,7 @@ class LoopState {
         break;
     }
     hold_topics(failures);
-    window_.add(std::move(batch), Clock::now());
+    for (auto& batch : batches) window_.add(std::move(batch), Clock::now());
     if (end.ending == KafkaPublisher::Ending::fenced) {
       discard_transactional_publisher(end.error);
     }
@@ -443,17 +480,18 @@ class LoopState {
   /// Ends the open transaction without committing it (its rows stay pending, not recorded),
   /// and replaces the producer when the abort did not finish.
   void abandon_open_transaction(const std::string& why) {
-    if (!open_transaction_) return;
+    if (open_batches_.empty()) return;
     const bool aborted = publisher_->abort_transaction(kTransactionCallTimeout);
+    std::size_t rows = 0;
+    for (const auto& batch : open_batches_) rows += batch->rows().size();
     pipeline_log()->warn(
         "event=transaction_abandoned transactional_id=\"{}\" rows={} aborted={} "
         "reason=\"{}\"",
-        printable(transactional_id_, 512), open_transaction_->rows().size(), aborted,
-        printable(why));
+        printable(transactional_id_, 512), rows, aborted, printable(why));
     metrics_.transactions_aborted.increment();
-    publisher_->drain(milliseconds(0));  // every row reported: the batch can go
+    publisher_->drain(milliseconds(0));  // every row reported: the batches can go
     publisher_->take_topic_failures();
-    open_transaction_.reset();
+    open_batches_.clear();
     // Not aborted (Kafka away): whoever takes these lanes next, this instance included, fences
     // the id, which aborts the transaction then.
     if (!aborted) discard_transactional_publisher(why);
@@ -573,8 +611,10 @@ class LoopState {
   /// Queues at the recorder what has finished, in the window's order (see InFlightWindow).
   void record_completed_batches() {
     window_.submit_ready([&](std::uint64_t ticket, std::span<const DeliveryReport> reports) {
-      // exactly_once keeps at most one batch in the window, so the commit is that batch's.
-      recorder_.submit(ticket, reports, window_commit_);
+      // exactly_once: a committed batch is recorded with its transaction (see finish_transaction).
+      const auto commit = commits_.find(reports.data());
+      recorder_.submit(ticket, reports,
+                       commit == commits_.end() ? std::nullopt : std::optional(commit->second));
     });
     finish_recorded_batches();
   }
@@ -594,6 +634,7 @@ class LoopState {
                        [&](const PublishBatch& batch, std::span<const DeliveryReport> reports,
                            std::span<const std::size_t> rows, bool whole) {
                          if (whole) dead_keys_.recorded(batch.rows(), batch.reports());
+                         if (whole) commits_.erase(batch.reports().data());
                          count(reports, batch.rows(), rows);  // no rows: all of them
                        });
     }
@@ -759,8 +800,7 @@ class LoopState {
   }
 
   void probe_kafka_if_due() {
-    metrics_.in_flight_batches.set(
-        static_cast<double>(window_.size() + (open_transaction_ ? 1 : 0)));
+    metrics_.in_flight_batches.set(static_cast<double>(window_.size() + open_batches_.size()));
     if (!publisher_) return;
     metrics_.producer_queue.set(publisher_->queue_length());
     const auto now = Clock::now();
@@ -835,7 +875,8 @@ class LoopState {
   // is destroyed first.
   DeadKeyHolds dead_keys_{config_.relay.dead_key_policy};  // outlives every publisher
   InFlightWindow<PublishBatch> window_;
-  std::unique_ptr<PublishBatch> open_transaction_;  ///< exactly_once: produced, not committed
+  /// exactly_once: the batches produced in the open transaction, not committed.
+  std::vector<std::unique_ptr<PublishBatch>> open_batches_;
   std::unique_ptr<KafkaPublisher> publisher_;
   // After the batches, so its thread, which reads their reports, stops first.
   OutcomeRecorder recorder_;
@@ -863,9 +904,10 @@ class LoopState {
   std::string transactional_id_;    ///< of the current publisher
   std::int64_t committed_seq_ = 0;  ///< the current publisher's last committed transaction
   std::vector<LaneId> owned_lane_ids_;
-  std::vector<LaneId> unrecovered_lanes_;    ///< taken, not yet recovered: nothing is claimed
-  std::set<std::string> fenced_ids_;         ///< producers this instance has fenced
-  std::optional<LaneCommit> window_commit_;  ///< the window's batch's transaction
+  std::vector<LaneId> unrecovered_lanes_;  ///< taken, not yet recovered: nothing is claimed
+  std::set<std::string> fenced_ids_;       ///< producers this instance has fenced
+  /// The committed batches in the window and their transactions, by their reports.
+  std::map<const DeliveryReport*, LaneCommit> commits_;
 };
 
 }  // namespace

@@ -150,9 +150,10 @@ class KafkaPublisher {
     std::string error;
   };
   /// Commits the open transaction (flushing its messages) within `timeout`; when it cannot, aborts
-  /// it. Afterwards every row produced in it has its report; with `aborted` or `fenced`, delivered
-  /// reports are turned into retriable failures ("transaction aborted").
-  TransactionEnd end_transaction(PublishBatch& batch, std::chrono::milliseconds timeout);
+  /// it. Afterwards every row of `batches` (those produced in it) has its report; with `aborted` or
+  /// `fenced`, delivered reports are turned into retriable failures ("transaction aborted").
+  TransactionEnd end_transaction(const std::vector<PublishBatch*>& batches,
+                                 std::chrono::milliseconds timeout);
   /// Aborts the open transaction, if any, within `timeout`; returns whether that worked.
   bool abort_transaction(std::chrono::milliseconds timeout);
 
