@@ -4,7 +4,6 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
-#include <regex>
 #include <set>
 #include <string>
 #include <thread>
@@ -28,13 +27,8 @@ std::map<std::string, std::string> exactly_once(std::map<std::string, std::strin
   return more;
 }
 
-/// The value of one series in the relay's metrics page, or -1 when absent.
 double metric(const RelayProcess& relay, const std::string& series) {
-  const std::string page = relay.metrics_text();
-  const std::regex line(
-      "(^|\\n)" + std::regex_replace(series, std::regex(R"([{}"\\.+])"), R"(\$&)") + " ([^\\n]+)");
-  std::smatch match;
-  return std::regex_search(page, match, line) ? std::stod(match[2]) : -1;
+  return metric_value(relay.metrics_text(), series);
 }
 
 /// What a read_committed consumer sees: every id once, each key in commit order.

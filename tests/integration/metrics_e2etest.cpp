@@ -25,12 +25,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-/// The value of one series in a Prometheus text page, or -1 when absent.
 double metric(const std::string& page, const std::string& series) {
-  const std::regex line(
-      "(^|\\n)" + std::regex_replace(series, std::regex(R"([{}"\\.+])"), R"(\$&)") + " ([^\\n]+)");
-  std::smatch match;
-  return std::regex_search(page, match, line) ? std::stod(match[2]) : -1;
+  return metric_value(page, series);
 }
 
 /// A TCP connection to 127.0.0.1:port that this test holds open, closed on destruction.

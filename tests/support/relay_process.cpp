@@ -1,5 +1,7 @@
 #include "tests/support/relay_process.hpp"
 
+#include <regex>
+
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -174,6 +176,13 @@ std::string RelayProcess::log_tail(std::size_t bytes) const {
   std::ifstream log(log_path_);
   std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
   return text.size() > bytes ? text.substr(text.size() - bytes) : text;
+}
+
+double metric_value(const std::string& page, const std::string& series) {
+  const std::regex line(
+      "(^|\\n)" + std::regex_replace(series, std::regex(R"([{}"\\.+])"), R"(\$&)") + " ([^\\n]+)");
+  std::smatch match;
+  return std::regex_search(page, match, line) ? std::stod(match[2]) : -1;
 }
 
 }  // namespace outbox::test

@@ -47,6 +47,9 @@ class RelayProcess {
   std::string log_path_;
 };
 
+/// The value of one series ("name{label=\"v\"}") in a Prometheus text page, or -1 when absent.
+double metric_value(const std::string& page, const std::string& series);
+
 struct CommandResult {
   int exit_code = -1;
   std::string output;  ///< stdout
