@@ -68,7 +68,7 @@ const std::vector<Property>& properties() {
        "Compression of produced batches (compression.type).", 0, 0,
        [](Config& c, const std::string& v) { c.kafka.compression = v; }},
       {"kafka.exactly_once", ValueKind::boolean, "false", "true|false",
-       "Publish each batch in a Kafka transaction with its ids in the marker topic: each row "
+       "Publish through Kafka transactions that write their ids to the marker topic: each row "
        "once among committed records (consumers read with isolation.level=read_committed).",
        0, 0, [](Config& c, const std::string& v) { c.kafka.exactly_once = v == "true"; }},
       {"kafka.marker_topic", ValueKind::string, "outbox-relay.markers", "",

@@ -39,8 +39,8 @@ struct KafkaConfig {
   std::chrono::milliseconds linger{1};            ///< linger.ms
   std::int64_t queue_max_kbytes = 65536;          ///< queue.buffering.max.kbytes
   std::string compression = "none";               ///< compression.type
-  /// Publish through Kafka transactions, one per batch, with the batch's ids in the marker topic
-  /// (README, "Exactly-once delivery").
+  /// Publish through Kafka transactions of up to relay.max_in_flight_batches batches, with their
+  /// ids in the marker topic (README, "Exactly-once delivery").
   bool exactly_once = false;
   std::string marker_topic = "outbox-relay.markers";
   /// "auto": "outbox-relay.<database system identifier>.<database name>", so relays of different

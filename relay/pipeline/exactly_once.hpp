@@ -1,14 +1,16 @@
 // Exactly-once delivery's rules (kafka.exactly_once; README, "Exactly-once delivery"), apart from
 // the I/O that carries them out (relay_loop.cpp, store.hpp, publisher.hpp):
 //
-// - Each batch is one Kafka transaction of one producer, whose transactional.id names the
-//   database, the relay instance and the producer's generation (a fenced or broken producer is
-//   replaced by the next generation). Transactions of one id are numbered 1, 2, ...
-// - The transaction also writes, to partition <lane> of the marker topic, a marker with its id,
-//   number and the outbox ids it carries for that lane.
-// - Transaction n + 1 commits only after transaction n is recorded in PostgreSQL, where the lane's
-//   row (outbox.relay_lanes) then says committed_seq = n. So per lane at most the last marker can
-//   be committed and unrecorded.
+// - A transaction (up to relay.max_in_flight_batches claimed batches) is one Kafka transaction of
+//   one producer, whose transactional.id names the database, the relay instance and the
+//   producer's generation (a fenced or broken producer is replaced by the next generation).
+//   Transactions of one id are numbered 1, 2, ...
+// - Transactions commit without waiting for PostgreSQL; the recorder records them in order, and
+//   with transaction n's last batch sets the lanes' committed_seq (outbox.relay_lanes) to n.
+// - Each transaction writes, to partition <lane> of the marker topic, a marker with its id, its
+//   number and the lane's outbox ids that are committed and not recorded once it commits: its
+//   own and those of earlier transactions still waiting for the recorder. So the lane's last
+//   committed marker covers every row of the lane Kafka committed and PostgreSQL did not record.
 // - Whoever takes a lane whose row names another producer fences that producer (InitProducerId:
 //   its open transaction is aborted, it can commit nothing more), reads the lane's last committed
 //   marker, and marks its ids published when the marker is that producer's and newer than

@@ -123,11 +123,12 @@ class LoopState {
   }
 
  private:
+  bool exactly_once() const { return config_.kafka.exactly_once; }
+
   std::unique_ptr<KafkaPublisher> make_publisher() {
     return std::make_unique<KafkaPublisher>(
         config_.kafka, config_.routing, dead_keys_,
-        // config_, not exactly_once_: the constructor calls this before that member exists.
-        config_.kafka.exactly_once ? std::optional<std::string>(transactional_id_) : std::nullopt);
+        exactly_once() ? std::optional<std::string>(transactional_id_) : std::nullopt);
   }
 
   void step() {
@@ -144,11 +145,11 @@ class LoopState {
       abandon_open_transaction("the PostgreSQL session was lost; its lanes may have moved");
     }
     readiness_.postgres = true;
-    if (exactly_once_) ensure_transactional_publisher();
+    if (exactly_once()) ensure_transactional_publisher();
     if (Clock::now() >= next_rebalance_ || (releasing_lanes_ && nothing_in_flight())) rebalance();
     recover_lanes();
     release_due_holds();
-    if (exactly_once_) {
+    if (exactly_once()) {
       step_transactional();
       return;
     }
@@ -197,7 +198,7 @@ class LoopState {
     if (ownership.owned.size() != owned_lanes_) caught_up_ = false;
     owned_lanes_ = ownership.owned.size();
     owned_lane_ids_ = ownership.owned;
-    if (exactly_once_) {
+    if (exactly_once()) {
       unrecovered_lanes_.insert(unrecovered_lanes_.end(), ownership.acquired.begin(),
                                 ownership.acquired.end());
     }
@@ -264,7 +265,7 @@ class LoopState {
   /// The producer can no longer be used (fenced, fatal, or its abort did not finish): the next
   /// step creates the next generation. Only with nothing of it in librdkafka's hands.
   void discard_transactional_publisher(const std::string& why) {
-    if (!exactly_once_ || !publisher_) return;
+    if (!exactly_once() || !publisher_) return;
     RELAY_ASSERT(open_batches_.empty(), "the open transaction was ended first");
     pipeline_log()->warn(
         "event=transactional_producer_replaced transactional_id=\"{}\" "
@@ -499,7 +500,7 @@ class LoopState {
 
   /// A clean stop with everything recorded: the lanes' next owner need not fence this producer.
   void release_lanes_recorded() {
-    if (!exactly_once_ || !publisher_ || !nothing_in_flight()) return;
+    if (!exactly_once() || !publisher_ || !nothing_in_flight()) return;
     try {
       store_.release_lanes_of(transactional_id_);
     } catch (const std::exception& error) {
@@ -744,7 +745,7 @@ class LoopState {
   void replace_publisher() {
     pipeline_log()->error("event=producer_fatal error=\"{}\" action=recreate_producer",
                           printable(publisher_->fatal_error()));
-    if (exactly_once_) {
+    if (exactly_once()) {
       abandon_open_transaction("the producer failed: " + publisher_->fatal_error());
       discard_transactional_publisher("fatal producer error");
       return;
@@ -897,7 +898,6 @@ class LoopState {
   Totals totals_;
   StageTimes stage_times_;
   // exactly_once
-  const bool exactly_once_ = config_.kafka.exactly_once;
   std::string database_identity_;
   bool marker_topic_ready_ = false;
   int generation_ = 1;

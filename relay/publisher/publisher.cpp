@@ -59,9 +59,7 @@ struct KafkaPublisher::Producer final : public RdKafka::DeliveryReportCb, public
   KeyGate* gate = nullptr;
   std::vector<TopicFailure> topic_failures;
   bool transactional = false;
-  /// The open transaction's markers not yet reported, and the first marker failure.
-  int markers_awaiting = 0;
-  std::string marker_error;
+  std::string marker_error;  ///< the open transaction's first marker failure
 
   void topic_failed(const OutboxRow& row, RdKafka::ErrorCode error) {
     topic_failures.push_back({row.route.value_or(""), row.topic,
@@ -87,7 +85,6 @@ struct KafkaPublisher::Producer final : public RdKafka::DeliveryReportCb, public
   void dr_cb(RdKafka::Message& message) override {
     auto* slot = static_cast<PublishBatch::DeliverySlot*>(message.msg_opaque());
     if (slot == nullptr) {  // a marker (exactly_once): its failure fails the transaction
-      --markers_awaiting;
       if (message.err() != RdKafka::ERR_NO_ERROR && marker_error.empty()) {
         marker_error = "marker: " + RdKafka::err2str(message.err());
       }
@@ -139,12 +136,10 @@ struct KafkaPublisher::Producer final : public RdKafka::DeliveryReportCb, public
   }
 };
 
-namespace {
-
 /// The producer's configuration: the relay's defaults, the user's kafka.properties (which may not
 /// touch what the relay owns), then what it owns. Throws PublisherConfigError naming the property.
-std::unique_ptr<RdKafka::Conf> make_producer_conf(
-    const KafkaConfig& kafka, const std::optional<std::string>& transactional_id) {
+std::unique_ptr<RdKafka::Conf> producer_conf(const KafkaConfig& kafka,
+                                             const std::optional<std::string>& transactional_id) {
   std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
   std::string error;
   auto set = [&](const std::string& name, const std::string& value) {
@@ -192,16 +187,9 @@ std::unique_ptr<RdKafka::Conf> make_producer_conf(
   return conf;
 }
 
-}  // namespace
-
 void validate_producer_config(const KafkaConfig& kafka) {
-  make_producer_conf(kafka,
-                     kafka.exactly_once ? std::optional<std::string>("validation") : std::nullopt);
-}
-
-std::unique_ptr<RdKafka::Conf> producer_conf(const KafkaConfig& kafka,
-                                             const std::optional<std::string>& transactional_id) {
-  return make_producer_conf(kafka, transactional_id);
+  producer_conf(kafka,
+                kafka.exactly_once ? std::optional<std::string>("validation") : std::nullopt);
 }
 
 KafkaPublisher::KafkaPublisher(const KafkaConfig& kafka, const RoutingConfig& routing,
@@ -209,7 +197,7 @@ KafkaPublisher::KafkaPublisher(const KafkaConfig& kafka, const RoutingConfig& ro
     : producer_(std::make_unique<Producer>()), routing_(routing) {
   producer_->gate = &gate;
   producer_->transactional = transactional_id.has_value();
-  std::unique_ptr<RdKafka::Conf> conf = make_producer_conf(kafka, transactional_id);
+  std::unique_ptr<RdKafka::Conf> conf = producer_conf(kafka, transactional_id);
   std::string error;
   if (conf->set("dr_cb", static_cast<RdKafka::DeliveryReportCb*>(producer_.get()), error) !=
           RdKafka::Conf::CONF_OK ||
@@ -355,7 +343,6 @@ void KafkaPublisher::init_transactions(std::chrono::milliseconds timeout) {
 }
 
 void KafkaPublisher::begin_transaction() {
-  producer_->markers_awaiting = 0;
   producer_->marker_error.clear();
   throw_if_failed(producer_->handle->begin_transaction(), "begin_transaction");
 }
@@ -372,7 +359,6 @@ void KafkaPublisher::produce_marker(const std::string& topic, std::int32_t parti
     }
     producer_->handle->poll(10);
   }
-  ++producer_->markers_awaiting;
 }
 
 bool KafkaPublisher::abort_transaction(std::chrono::milliseconds timeout) {

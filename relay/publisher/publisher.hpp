@@ -128,7 +128,8 @@ class KafkaPublisher {
   /// Messages waiting in librdkafka's queues or in flight to the broker.
   int queue_length() const;
 
-  // --- Kafka transactions (exactly_once only; relay/publisher/transactions.cpp) -------------
+  // --- Kafka transactions (exactly_once only; the short-lived clients that fence a producer,
+  // create the marker topic and read markers are in relay/publisher/transactions.cpp) --------
   /// Registers the transactional id with its coordinator, which fences every earlier producer of
   /// the same id (their open transaction is aborted). Throws TransactionError.
   void init_transactions(std::chrono::milliseconds timeout);

@@ -80,8 +80,8 @@ struct LaneOwnership {
   /// Instances whose heartbeat had expired and whose sessions this step ended, so their lanes
   /// could be taken.
   std::vector<std::string> ended_instances;
-  /// Lanes taken in this step (not held before it): with exactly_once each is recovered
-  /// (LaneTransactions below) before anything of it is claimed.
+  /// Lanes taken in this step (not held before it): with exactly_once each is recovered (the
+  /// exactly_once part of OutboxStore below) before anything of it is claimed.
   std::vector<LaneId> acquired;
   /// The steady-clock time until which this instance may act on its lanes: the heartbeat sent in
   /// this step, plus relay.lease_timeout_ms, less a margin. Others end it only after its row

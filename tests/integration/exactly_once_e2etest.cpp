@@ -38,6 +38,14 @@ void require_exactly_once(const std::string& topic, std::size_t rows) {
   CHECK_MESSAGE(check.out_of_order == 0, check.first_problem);
 }
 
+/// Every message of `committed` is another row, and there are `rows` of them.
+void require_each_row_once(const std::vector<ConsumedMessage>& committed, std::size_t rows) {
+  std::set<long long> ids;
+  for (const ConsumedMessage& message : committed) ids.insert(message.outbox_id);
+  CHECK(ids.size() == rows);
+  CHECK(committed.size() == rows);
+}
+
 }  // namespace
 
 TEST_CASE("exactly_once publishes each row once among committed records, in per-key order") {
@@ -85,11 +93,7 @@ TEST_CASE(
   CHECK(database.count("state = 'published'") == 270);
   CHECK(database.count("state = 'dead' AND message_key IS NULL") == 30);
   CHECK(metric(relay, "outbox_transactions_total{outcome=\"aborted\"}") >= 1);
-  const auto committed = read_topic_to_end(good, /*committed=*/true);
-  std::set<long long> ids;
-  for (const ConsumedMessage& message : committed) ids.insert(message.outbox_id);
-  CHECK(ids.size() == 270);
-  CHECK(committed.size() == 270);
+  require_each_row_once(read_topic_to_end(good, /*committed=*/true), 270);
   // The aborted attempt is in the log, invisible to read_committed only.
   CHECK(read_topic_to_end(good, /*committed=*/false).size() >= 270);
   CHECK(read_topic_to_end(compacted, /*committed=*/true).empty());
@@ -127,11 +131,7 @@ TEST_CASE(
                 first.log_tail());
   // Its commit failed (fenced): nothing of that transaction can become visible any more. The
   // topic then holds each row once, from the second instance.
-  const auto committed = read_topic_to_end(topic, /*committed=*/true);
-  std::set<long long> ids;
-  for (const ConsumedMessage& message : committed) ids.insert(message.outbox_id);
-  CHECK(ids.size() == 400);
-  CHECK(committed.size() == 400);
+  require_each_row_once(read_topic_to_end(topic, /*committed=*/true), 400);
 }
 
 TEST_CASE(
