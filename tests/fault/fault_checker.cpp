@@ -36,6 +36,7 @@
 #include <set>
 #include <thread>
 
+#include "tests/support/kafka_admin.hpp"
 #include "tests/support/kafka_reader.hpp"
 
 namespace {
@@ -67,6 +68,7 @@ struct Options {
   int max_lag_max_ms = 0;          ///< fail when the slowest good row took longer (a takeover)
   bool allow_stale = false;        ///< count stale copies without failing on them
   bool read_committed = false;     ///< read as isolation.level=read_committed; any duplicate fails
+  std::vector<std::string> delete_after;  ///< topics deleted once the check passed
 };
 
 constexpr const char* kProducerGroup = "faults";
@@ -709,6 +711,9 @@ int main(int argc, char** argv) {
                "failing on them");
   app.add_flag("--read-committed", options.read_committed,
                "Read as a read_committed consumer (kafka.exactly_once) and fail on any duplicate");
+  app.add_option("--delete-after", options.delete_after,
+                 "Topics to delete once the check passed (a failed check keeps them to be read), "
+                 "so the broker a later scenario restarts holds only what is in use");
   CLI11_PARSE(app, argc, argv);
   if (options.half_percent > 0 && options.status_port == 0) {
     std::cerr << "fault-checker: --half-percent needs --status-port\n";
@@ -755,25 +760,35 @@ int main(int argc, char** argv) {
               << " stale=" << verdict.stale
               << " lag_p99_ms=" << static_cast<long>(verdict.lag_p99_ms)
               << " lag_max_ms=" << static_cast<long>(verdict.lag_max_ms) << "\n";
-    const bool lag_over = options.max_lag_ms > 0 && verdict.lag_p99_ms > options.max_lag_ms;
-    if (lag_over) {
-      std::cerr << "fault-checker: FAILED; good rows' p99 lag " << verdict.lag_p99_ms
-                << " ms is over " << options.max_lag_ms << " ms\n";
-      return 1;
+    const int status = [&] {
+      const bool lag_over = options.max_lag_ms > 0 && verdict.lag_p99_ms > options.max_lag_ms;
+      if (lag_over) {
+        std::cerr << "fault-checker: FAILED; good rows' p99 lag " << verdict.lag_p99_ms
+                  << " ms is over " << options.max_lag_ms << " ms\n";
+        return 1;
+      }
+      if (options.max_lag_max_ms > 0 && verdict.lag_max_ms > options.max_lag_max_ms) {
+        std::cerr << "fault-checker: FAILED; the slowest good row took " << verdict.lag_max_ms
+                  << " ms, over the takeover bound of " << options.max_lag_max_ms << " ms\n";
+        return 1;
+      }
+      if (verdict.lost + verdict.unexpected + verdict.out_of_order + verdict.stuck +
+              verdict.misparked + (options.allow_stale ? 0 : verdict.stale) +
+              (options.read_committed ? verdict.duplicated : 0) >
+          0) {
+        std::cerr << "fault-checker: FAILED; first problem: " << verdict.first_problem << "\n";
+        return 1;
+      }
+      return 0;
+    }();
+    if (status == 0) {
+      try {
+        outbox::test::delete_topics_containing(options.kafka, options.delete_after);
+      } catch (const std::exception& error) {  // housekeeping: the verdict stands
+        std::cerr << "fault-checker: topics not deleted: " << error.what() << "\n";
+      }
     }
-    if (options.max_lag_max_ms > 0 && verdict.lag_max_ms > options.max_lag_max_ms) {
-      std::cerr << "fault-checker: FAILED; the slowest good row took " << verdict.lag_max_ms
-                << " ms, over the takeover bound of " << options.max_lag_max_ms << " ms\n";
-      return 1;
-    }
-    if (verdict.lost + verdict.unexpected + verdict.out_of_order + verdict.stuck +
-            verdict.misparked + (options.allow_stale ? 0 : verdict.stale) +
-            (options.read_committed ? verdict.duplicated : 0) >
-        0) {
-      std::cerr << "fault-checker: FAILED; first problem: " << verdict.first_problem << "\n";
-      return 1;
-    }
-    return 0;
+    return status;
   } catch (const std::exception& error) {
     std::cerr << "fault-checker: " << error.what() << "\n";
     return 2;

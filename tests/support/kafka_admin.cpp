@@ -98,6 +98,42 @@ void create_topic(const std::string& bootstrap, const std::string& topic,
   }
 }
 
+int delete_topics_containing(const std::string& bootstrap, const std::vector<std::string>& parts) {
+  if (parts.empty()) return 0;
+  Handle handle = make_handle(bootstrap);
+  const rd_kafka_metadata_t* metadata = nullptr;
+  const rd_kafka_resp_err_t listed = rd_kafka_metadata(handle.get(), 1, nullptr, &metadata, 10000);
+  if (listed != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    throw std::runtime_error(std::string("listing topics: ") + rd_kafka_err2str(listed));
+  }
+  std::vector<rd_kafka_DeleteTopic_t*> doomed;
+  for (int i = 0; i < metadata->topic_cnt; ++i) {
+    const std::string name = metadata->topics[i].topic;
+    for (const std::string& part : parts) {
+      if (name.find(part) == std::string::npos) continue;
+      doomed.push_back(rd_kafka_DeleteTopic_new(name.c_str()));
+      break;
+    }
+  }
+  rd_kafka_metadata_destroy(metadata);
+  if (doomed.empty()) return 0;
+  rd_kafka_queue_t* queue = rd_kafka_queue_new(handle.get());
+  rd_kafka_DeleteTopics(handle.get(), doomed.data(), doomed.size(), nullptr, queue);
+  rd_kafka_event_t* event = rd_kafka_queue_poll(queue, 30000);
+  std::string failure;
+  if (!event) {
+    failure = "no answer to DeleteTopics within 30 s";
+  } else if (rd_kafka_event_error(event)) {
+    failure = rd_kafka_event_error_string(event);
+  }
+  if (event) rd_kafka_event_destroy(event);
+  rd_kafka_queue_destroy(queue);
+  rd_kafka_DeleteTopic_destroy_array(doomed.data(), doomed.size());
+  const int count = static_cast<int>(doomed.size());
+  if (!failure.empty()) throw std::runtime_error("deleting topics: " + failure);
+  return count;
+}
+
 std::vector<int> broker_ids(const std::string& bootstrap) {
   Handle handle = make_handle(bootstrap);
   const rd_kafka_metadata_t* metadata = nullptr;

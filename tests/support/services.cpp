@@ -8,9 +8,12 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <iostream>
 #include <memory>
+#include <mutex>
 #include <pqxx/pqxx>
 
+#include "tests/support/kafka_admin.hpp"
 #include "tests/support/kafka_reader.hpp"
 
 namespace outbox::test {
@@ -62,20 +65,47 @@ bool services_available() {
   return available;
 }
 
+namespace {
+// The test binary's, not the product's: one of each per run.
+std::vector<std::string>& kept_files() {
+  static std::vector<std::string> files;
+  return files;
+}
+struct MadeNames {
+  std::mutex mutex;  // tests name things from their own threads too
+  std::vector<std::string> names;
+};
+MadeNames& made_names() {
+  static MadeNames made;
+  return made;
+}
+}  // namespace
+
 std::string unique_name(const std::string& prefix) {
   static std::atomic<int> counter{0};
   const auto now = std::chrono::system_clock::now().time_since_epoch();
-  return prefix + "_" + std::to_string(getpid()) + "_" + std::to_string(counter++) + "_" +
-         std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(now).count() %
-                        100000000);
+  std::string name =
+      prefix + "_" + std::to_string(getpid()) + "_" + std::to_string(counter++) + "_" +
+      std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(now).count() %
+                     100000000);
+  MadeNames& made = made_names();
+  const std::lock_guard lock(made.mutex);
+  made.names.push_back(name);
+  return name;
 }
 
-namespace {
-std::vector<std::string>& kept_files() {
-  static std::vector<std::string> files;  // the test binary's, not the product's: one per run
-  return files;
+void delete_topics_made_here() {
+  MadeNames& made = made_names();
+  const std::lock_guard lock(made.mutex);
+  if (made.names.empty() || !services_available()) return;
+  try {
+    delete_topics_containing(kafka_bootstrap(), made.names);
+  } catch (const std::exception& error) {
+    // Only housekeeping: the run passed, and a later run's names are unique anyway.
+    std::cerr << "integration tests: topics left on the broker: " << error.what() << "\n";
+  }
+  made.names.clear();
 }
-}  // namespace
 
 void keep_until_run_passes(const std::string& path) { kept_files().push_back(path); }
 

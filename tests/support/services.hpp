@@ -14,7 +14,8 @@ std::string kafka_bootstrap();
 /// calling test fails; otherwise it is reported as skipped. Use through REQUIRE_SERVICES().
 bool services_available();
 
-/// A name no other test (or earlier run) uses: prefix + pid + counter + time.
+/// A name no other test (or earlier run) uses: prefix + pid + counter + time. Remembered, so the
+/// topics named with it can be deleted when the run is over.
 std::string unique_name(const std::string& prefix);
 
 /// Whether the services under test are the ones scripts/services manages (PostgreSQL on
@@ -29,6 +30,10 @@ bool services_are_faultable();
 void keep_until_run_passes(const std::string& path);
 /// Removes what keep_until_run_passes() remembered; the integration tests' main calls it.
 void remove_kept_files();
+/// Deletes the topics whose names hold a unique_name() of this process (the integration tests'
+/// main calls it when the run passed): a broker restarted after SIGKILL recovers every log it
+/// holds, and the fault scenarios that restart it must not wait for what earlier tests left.
+void delete_topics_made_here();
 
 /// Runs scripts/services with `action` (kafka-stop, kafka-start, ...); fails the test on error,
 /// and refuses when the services under test are not scripts/services' own.
