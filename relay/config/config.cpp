@@ -72,7 +72,8 @@ const std::vector<Property>& properties() {
        "once among committed records (consumers read with isolation.level=read_committed).",
        0, 0, [](Config& c, const std::string& v) { c.kafka.exactly_once = v == "true"; }},
       {"kafka.marker_topic", ValueKind::string, "outbox-relay.markers", "",
-       "exactly_once: the relay's own compacted topic, one partition per lane, created at start.",
+       "exactly_once: the relay's own compacted topic of transaction markers (partition 0), "
+       "created at start.",
        0, 0, [](Config& c, const std::string& v) { c.kafka.marker_topic = v; }},
       {"kafka.transactional_id_prefix", ValueKind::string, "auto", "",
        "exactly_once: prefix of the producers' transactional.id; auto derives it from the "

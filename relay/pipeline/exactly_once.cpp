@@ -4,7 +4,7 @@
 
 namespace outbox {
 
-std::string encode_marker(const LaneMarker& marker) {
+std::string encode_marker(const TransactionMarker& marker) {
   nlohmann::json ids = nlohmann::json::array();
   for (OutboxId id : marker.ids) ids.push_back(id.value);
   return nlohmann::json{
@@ -12,7 +12,7 @@ std::string encode_marker(const LaneMarker& marker) {
       .dump();
 }
 
-std::optional<LaneMarker> decode_marker(std::string_view text) {
+std::optional<TransactionMarker> decode_marker(std::string_view text) {
   const nlohmann::json parsed = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (!parsed.is_object()) return std::nullopt;
   const auto id = parsed.find("transactional_id");
@@ -22,7 +22,7 @@ std::optional<LaneMarker> decode_marker(std::string_view text) {
       ids == parsed.end() || !ids->is_array()) {
     return std::nullopt;
   }
-  LaneMarker marker{id->get<std::string>(), seq->get<std::int64_t>(), {}};
+  TransactionMarker marker{id->get<std::string>(), seq->get<std::int64_t>(), {}};
   marker.ids.reserve(ids->size());
   for (const nlohmann::json& value : *ids) {
     if (!value.is_number_integer()) return std::nullopt;
@@ -39,7 +39,7 @@ std::string transactional_id_for(const std::string& prefix, const std::string& d
 
 std::vector<OutboxId> ids_to_recover(const std::optional<std::string>& previous_id,
                                      std::int64_t committed_seq,
-                                     const std::optional<LaneMarker>& last_marker) {
+                                     const std::optional<TransactionMarker>& last_marker) {
   if (!previous_id || !last_marker) return {};
   if (last_marker->transactional_id != *previous_id) return {};
   if (last_marker->seq <= committed_seq) return {};

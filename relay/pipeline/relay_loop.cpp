@@ -245,8 +245,7 @@ class LoopState {
     if (publisher_) return;
     if (database_identity_.empty()) database_identity_ = store_.database_identity();
     if (!marker_topic_ready_) {
-      ensure_marker_topic(config_.kafka, config_.kafka.marker_topic, config_.relay.lanes,
-                          kTransactionCallTimeout);
+      ensure_marker_topic(config_.kafka, config_.kafka.marker_topic, kTransactionCallTimeout);
       marker_topic_ready_ = true;
     }
     transactional_id_ = transactional_id_for(config_.kafka.transactional_id_prefix,
@@ -283,7 +282,7 @@ class LoopState {
     // Which producer each lane names; those that name another are fenced (once per producer, and
     // a fence stays) before any marker is read, so no commit of theirs can land after the read.
     std::map<std::int32_t, OutboxStore::LaneTransaction> previous;
-    std::vector<std::int32_t> to_read;
+    std::set<std::string> producers;
     for (LaneId lane : unrecovered_lanes_) {
       OutboxStore::LaneTransaction named = store_.lane_transaction(lane);
       if (!named.transactional_id || *named.transactional_id == transactional_id_) continue;
@@ -291,18 +290,18 @@ class LoopState {
         fence_transactional_id(config_.kafka, *named.transactional_id, kTransactionCallTimeout);
         fenced_ids_.insert(*named.transactional_id);
       }
-      to_read.push_back(lane.value);
+      producers.insert(*named.transactional_id);
       previous[lane.value] = std::move(named);
     }
-    const std::map<std::int32_t, std::string> markers =
-        to_read.empty() ? std::map<std::int32_t, std::string>{}
-                        : read_last_committed(config_.kafka, config_.kafka.marker_topic, to_read,
-                                              kTransactionCallTimeout);
+    const std::map<std::string, std::string> markers = read_last_committed(
+        config_.kafka, config_.kafka.marker_topic, producers, kTransactionCallTimeout);
     for (const auto& [lane, named] : previous) {
-      std::optional<LaneMarker> marker;
-      if (const auto text = markers.find(lane); text != markers.end()) {
+      std::optional<TransactionMarker> marker;
+      if (const auto text = markers.find(*named.transactional_id); text != markers.end()) {
         marker = decode_marker(text->second);
       }
+      // The marker's rows of every lane: the producer committed them all. Marking is idempotent,
+      // so a second lane of the same producer marks only what is still pending (none).
       const std::vector<OutboxId> ids =
           ids_to_recover(named.transactional_id, named.committed_seq, marker);
       std::size_t marked = 0;
@@ -328,8 +327,9 @@ class LoopState {
   /// A transaction carries up to relay.max_in_flight_batches claimed batches: claimed and
   /// produced one after another while rows come (Kafka acknowledges the first while the next are
   /// claimed), then committed. Meanwhile up to as many committed batches wait for the recorder, so
-  /// a lane's marker lists every row of the lane that is committed and not yet recorded: the
-  /// lane's last marker always covers what its next owner must mark (exactly_once.hpp).
+  /// a transaction's marker lists every row that is committed and not yet recorded: the
+  /// producer's last marker always covers what its lanes' next owners must mark
+  /// (exactly_once.hpp).
   void step_transactional() {
     const auto limit = static_cast<std::size_t>(config_.relay.max_in_flight_batches);
     while (open_batches_.size() < limit && window_.chained() < limit && can_claim() &&
@@ -382,41 +382,34 @@ class LoopState {
     hold_failed_topics();
   }
 
-  /// A marker for each lane of the open transaction: its rows handed to Kafka (not those refused
-  /// or held at produce time: they stay pending), and the lane's rows committed earlier and not
-  /// recorded yet.
-  void produce_markers() {
-    std::map<std::int32_t, LaneMarker> markers;
+  /// The open transaction's marker: its rows handed to Kafka (not those refused or held at
+  /// produce time: they stay pending), and the rows committed earlier and not recorded yet.
+  void produce_marker() {
+    TransactionMarker marker{transactional_id_, committed_seq_ + 1, {}};
     for (const auto& open : open_batches_) {
       for (std::size_t i = 0; i < open->rows().size(); ++i) {
         const bool handed_over =
             !open->row_final(i) || open->reports()[i].outcome == DeliveryOutcome::delivered;
-        if (handed_over) markers[open->rows()[i].lane].ids.push_back(open->rows()[i].id);
+        if (handed_over) marker.ids.push_back(open->rows()[i].id);
       }
     }
     window_.any_batch([&](const PublishBatch& unrecorded) {
       for (std::size_t i = 0; i < unrecorded.rows().size(); ++i) {
-        const auto marker = markers.find(unrecorded.rows()[i].lane);
-        if (marker != markers.end() &&
-            unrecorded.reports()[i].outcome == DeliveryOutcome::delivered) {
-          marker->second.ids.push_back(unrecorded.rows()[i].id);
+        if (unrecorded.reports()[i].outcome == DeliveryOutcome::delivered) {
+          marker.ids.push_back(unrecorded.rows()[i].id);
         }
       }
       return false;
     });
-    for (auto& [lane, marker] : markers) {
-      marker.transactional_id = transactional_id_;
-      marker.seq = committed_seq_ + 1;
-      publisher_->produce_marker(config_.kafka.marker_topic, lane, "lane-" + std::to_string(lane),
-                                 encode_marker(marker));
-    }
+    publisher_->produce_marker(config_.kafka.marker_topic, transactional_id_,
+                               encode_marker(marker));
   }
 
   void commit_open_transaction() {
     // A frozen process wakes here as well as anywhere: no commit after the lease ran out.
     fence_if_lease_ran_out();
     if (open_batches_.empty()) return;
-    produce_markers();
+    produce_marker();
     ++commits_attempted_;
     if (failpoints_.freeze_before_commit == commits_attempted_) {
       pipeline_log()->warn("event=failpoint name=freeze_before_commit");

@@ -347,11 +347,11 @@ void KafkaPublisher::begin_transaction() {
   throw_if_failed(producer_->handle->begin_transaction(), "begin_transaction");
 }
 
-void KafkaPublisher::produce_marker(const std::string& topic, std::int32_t partition,
-                                    const std::string& key, const std::string& payload) {
+void KafkaPublisher::produce_marker(const std::string& topic, const std::string& key,
+                                    const std::string& payload) {
   for (;;) {
     const RdKafka::ErrorCode error = producer_->handle->produce(
-        topic, partition, RdKafka::Producer::RK_MSG_COPY, const_cast<char*>(payload.data()),
+        topic, kMarkerPartition, RdKafka::Producer::RK_MSG_COPY, const_cast<char*>(payload.data()),
         payload.size(), key.data(), key.size(), 0, nullptr);
     if (error == RdKafka::ERR_NO_ERROR) break;
     if (error != RdKafka::ERR__QUEUE_FULL) {

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -135,10 +136,10 @@ class KafkaPublisher {
   void init_transactions(std::chrono::milliseconds timeout);
   /// Throws TransactionError.
   void begin_transaction();
-  /// Produces `payload` to `partition` of `topic` inside the open transaction (the marker of a
-  /// lane); its delivery fails the transaction, not a row. Throws TransactionError.
-  void produce_marker(const std::string& topic, std::int32_t partition, const std::string& key,
-                      const std::string& payload);
+  /// Produces `payload` under `key` to the marker partition of `topic` inside the open
+  /// transaction (the transaction's marker); its delivery fails the transaction, not a row.
+  /// Throws TransactionError.
+  void produce_marker(const std::string& topic, const std::string& key, const std::string& payload);
   enum class Ending {
     committed,  ///< visible to read_committed consumers
     aborted,    ///< nothing of it is visible; the rows may be produced again
@@ -177,19 +178,23 @@ class TransactionError : public std::runtime_error {
 void fence_transactional_id(const KafkaConfig& kafka, const std::string& transactional_id,
                             std::chrono::milliseconds timeout);
 
-/// Creates the marker topic (compacted, `partitions` partitions) when it is missing, and checks
-/// that it has at least `partitions`. Throws PublisherConfigError for a topic with too few
-/// partitions, TransactionError (not fatal) when Kafka does not answer.
-void ensure_marker_topic(const KafkaConfig& kafka, const std::string& topic, int partitions,
+/// Every marker goes to this partition of the marker topic: a transaction then touches one
+/// marker partition whatever lanes its rows are in.
+inline constexpr std::int32_t kMarkerPartition = 0;
+
+/// Creates the marker topic (compacted, one partition) when it is missing, and waits until it is
+/// in Kafka's metadata. Throws TransactionError (not fatal) when Kafka does not answer.
+void ensure_marker_topic(const KafkaConfig& kafka, const std::string& topic,
                          std::chrono::milliseconds timeout);
 
-/// For each of `partitions` of `topic`, the value of the last record a read_committed consumer
-/// sees there (partitions without one are absent), read with one consumer. Throws
-/// TransactionError (not fatal) when Kafka does not answer within `timeout`.
-std::map<std::int32_t, std::string> read_last_committed(const KafkaConfig& kafka,
-                                                        const std::string& topic,
-                                                        const std::vector<std::int32_t>& partitions,
-                                                        std::chrono::milliseconds timeout);
+/// For each of `keys`, the value of the last record under it that a read_committed consumer sees
+/// in the marker partition of `topic`, up to the partition's end when called (keys without one
+/// are absent); read with one consumer. Throws TransactionError (not fatal) when Kafka does not
+/// answer within `timeout`.
+std::map<std::string, std::string> read_last_committed(const KafkaConfig& kafka,
+                                                       const std::string& topic,
+                                                       const std::set<std::string>& keys,
+                                                       std::chrono::milliseconds timeout);
 
 /// Builds the producer's librdkafka configuration without creating a producer, as the relay would
 /// at start: `check-config` runs it, so what `run` refuses, `check-config` refuses. Throws

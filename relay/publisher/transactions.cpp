@@ -1,6 +1,6 @@
 // The short-lived Kafka clients of exactly-once delivery: the producer that fences an earlier
 // owner's transactional id, the admin call that creates the marker topic, and the read_committed
-// consumer that reads a lane's last marker.
+// consumer that reads a producer's last marker.
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafkacpp.h>
 #include <spdlog/spdlog.h>
@@ -30,6 +30,35 @@ std::unique_ptr<RdKafka::Producer> plain_producer(
   return producer;
 }
 
+/// A consumer of the marker topic that never joins a group (partitions are assigned).
+std::unique_ptr<RdKafka::KafkaConsumer> marker_consumer(const KafkaConfig& kafka,
+                                                        const std::string& isolation_level) {
+  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+  std::string error;
+  auto set = [&](const std::string& name, const std::string& value) {
+    if (conf->set(name, value, error) != RdKafka::Conf::CONF_OK) {
+      throw PublisherConfigError("marker reader property " + name + ": " + error);
+    }
+  };
+  // The user's properties carry the connection's security settings; producer-only ones are
+  // ignored by a consumer (librdkafka logs that once).
+  for (const auto& [name, value] : kafka.properties) set(name, value);
+  set("bootstrap.servers", kafka.bootstrap_servers);
+  set("group.id", "outbox-relay-marker-reader");
+  set("enable.auto.commit", "false");
+  set("enable.auto.offset.store", "false");
+  set("isolation.level", isolation_level);
+  set("enable.partition.eof", "true");
+  // The end of a partition is known when a fetch comes back empty: not after the broker's
+  // default 500 ms wait for data that will not come.
+  set("fetch.wait.max.ms", "10");
+  set("client.id", "outbox-relay-marker-reader");
+  std::unique_ptr<RdKafka::KafkaConsumer> consumer(
+      RdKafka::KafkaConsumer::create(conf.get(), error));
+  if (!consumer) throw PublisherConfigError("cannot create the marker reader: " + error);
+  return consumer;
+}
+
 }  // namespace
 
 void fence_transactional_id(const KafkaConfig& kafka, const std::string& transactional_id,
@@ -41,8 +70,9 @@ void fence_transactional_id(const KafkaConfig& kafka, const std::string& transac
   }
 }
 
-void ensure_marker_topic(const KafkaConfig& kafka, const std::string& topic, int partitions,
+void ensure_marker_topic(const KafkaConfig& kafka, const std::string& topic,
                          std::chrono::milliseconds timeout) {
+  const int partitions = 1;
   auto producer = plain_producer(kafka, std::nullopt);
   rd_kafka_t* rk = producer->c_ptr();
   char error_text[512] = {};
@@ -52,8 +82,10 @@ void ensure_marker_topic(const KafkaConfig& kafka, const std::string& topic, int
   if (!new_topic) throw PublisherConfigError("kafka.marker_topic: " + std::string(error_text));
   std::unique_ptr<rd_kafka_NewTopic_t, decltype(&rd_kafka_NewTopic_destroy)> topic_guard(
       new_topic, &rd_kafka_NewTopic_destroy);
-  // Compacted: the relay only ever reads a lane's last marker.
+  // Compacted: the relay only ever reads a producer's last marker. Small segments, so compaction
+  // (which leaves the active segment alone) keeps what a takeover reads back short.
   rd_kafka_NewTopic_set_config(new_topic, "cleanup.policy", "compact");
+  rd_kafka_NewTopic_set_config(new_topic, "segment.bytes", "16777216");
   std::unique_ptr<rd_kafka_queue_t, decltype(&rd_kafka_queue_destroy)> queue(
       rd_kafka_queue_new(rk), &rd_kafka_queue_destroy);
   std::unique_ptr<rd_kafka_AdminOptions_t, decltype(&rd_kafka_AdminOptions_destroy)> options(
@@ -82,8 +114,7 @@ void ensure_marker_topic(const KafkaConfig& kafka, const std::string& topic, int
                              false);
     }
   }
-  // An existing topic must have a partition for every lane. A topic just created may not be in
-  // the metadata yet: asked again until it is.
+  // A topic just created may not be in the metadata yet: asked again until it is.
   std::string error;
   std::unique_ptr<RdKafka::Topic> handle(
       RdKafka::Topic::create(producer.get(), topic, nullptr, error));
@@ -99,12 +130,6 @@ void ensure_marker_topic(const KafkaConfig& kafka, const std::string& topic, int
       if (described->err() == RdKafka::ERR_NO_ERROR) found = described->partitions()->size();
     }
     if (found >= static_cast<std::size_t>(partitions)) return;
-    if (found > 0) {
-      throw PublisherConfigError("kafka.marker_topic " + topic + " has " + std::to_string(found) +
-                                 " partitions; exactly_once needs one per lane (" +
-                                 std::to_string(partitions) +
-                                 "): add partitions or name another topic");
-    }
     if (std::chrono::steady_clock::now() >= deadline) {
       throw TransactionError("the marker topic " + topic + " is not in Kafka's metadata yet",
                              false);
@@ -113,33 +138,13 @@ void ensure_marker_topic(const KafkaConfig& kafka, const std::string& topic, int
   }
 }
 
-std::map<std::int32_t, std::string> read_last_committed(const KafkaConfig& kafka,
-                                                        const std::string& topic,
-                                                        const std::vector<std::int32_t>& partitions,
-                                                        std::chrono::milliseconds timeout) {
-  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
-  std::string error;
-  auto set = [&](const std::string& name, const std::string& value) {
-    if (conf->set(name, value, error) != RdKafka::Conf::CONF_OK) {
-      throw PublisherConfigError("marker reader property " + name + ": " + error);
-    }
-  };
-  // The user's properties carry the connection's security settings; producer-only ones are
-  // ignored by a consumer (librdkafka logs that once).
-  for (const auto& [name, value] : kafka.properties) set(name, value);
-  set("bootstrap.servers", kafka.bootstrap_servers);
-  set("group.id", "outbox-relay-marker-reader");  // never joins: partitions are assigned
-  set("enable.auto.commit", "false");
-  set("enable.auto.offset.store", "false");
-  set("isolation.level", "read_committed");
-  set("enable.partition.eof", "true");
-  // The end of a partition is known when a fetch comes back empty: not after the broker's
-  // default 500 ms wait for data that will not come.
-  set("fetch.wait.max.ms", "10");
-  set("client.id", "outbox-relay-marker-reader");
-  std::unique_ptr<RdKafka::KafkaConsumer> consumer(
-      RdKafka::KafkaConsumer::create(conf.get(), error));
-  if (!consumer) throw PublisherConfigError("cannot create the marker reader: " + error);
+std::map<std::string, std::string> read_last_committed(const KafkaConfig& kafka,
+                                                       const std::string& topic,
+                                                       const std::set<std::string>& keys,
+                                                       std::chrono::milliseconds timeout) {
+  std::map<std::string, std::string> found;
+  if (keys.empty()) return found;
+  std::unique_ptr<RdKafka::KafkaConsumer> consumer = marker_consumer(kafka, "read_committed");
   struct Closer {
     RdKafka::KafkaConsumer* consumer;
     ~Closer() { consumer->close(); }
@@ -150,71 +155,52 @@ std::map<std::int32_t, std::string> read_last_committed(const KafkaConfig& kafka
                                                  deadline - std::chrono::steady_clock::now())
                                                  .count()));
   };
-  auto failed = [&](std::int32_t partition, const std::string& why) {
-    return TransactionError(
-        "reading the marker of lane " + std::to_string(partition) + " from " + topic + ": " + why,
-        false);
+  auto failed = [&](const std::string& why) {
+    return TransactionError("reading markers from " + topic + ": " + why, false);
   };
-  // Per partition: where the search ends (exclusive) and how far back it reads. Each transaction
-  // adds its marker and a control record, so the last committed marker is near the end unless
-  // many transactions in a row were aborted: read back a little, then further.
-  struct Search {
-    std::int64_t low = 0, end = 0, span = 64;
-  };
-  std::map<std::int32_t, Search> open;
-  for (std::int32_t partition : partitions) {
-    Search search;
+  // The end of everything written, not the last stable offset a read_committed consumer's query
+  // answers: another producer's open transaction may hold that back, and the marker sought
+  // (committed after that transaction began) lies beyond it.
+  std::int64_t low = 0, end = 0;
+  {
+    std::unique_ptr<RdKafka::KafkaConsumer> ends = marker_consumer(kafka, "read_uncommitted");
     const RdKafka::ErrorCode code =
-        consumer->query_watermark_offsets(topic, partition, &search.low, &search.end, left());
-    if (code != RdKafka::ERR_NO_ERROR) throw failed(partition, RdKafka::err2str(code));
-    if (search.end > search.low) open[partition] = search;
+        ends->query_watermark_offsets(topic, kMarkerPartition, &low, &end, left());
+    ends->close();
+    if (code != RdKafka::ERR_NO_ERROR) throw failed(RdKafka::err2str(code));
   }
-  std::map<std::int32_t, std::string> found;
-  while (!open.empty()) {
-    std::vector<std::unique_ptr<RdKafka::TopicPartition>> owned;
-    std::vector<RdKafka::TopicPartition*> assignment;
-    std::map<std::int32_t, std::int64_t> starts;
-    for (const auto& [partition, search] : open) {
-      starts[partition] = std::max(search.low, search.end - search.span);
-      owned.emplace_back(RdKafka::TopicPartition::create(topic, partition, starts[partition]));
-      assignment.push_back(owned.back().get());
-    }
+  // Searched backwards, window by window, newest first: a producer's last marker is near the end
+  // (it wrote until it was fenced, and others only since), so a little is read, then more.
+  std::int64_t span = 256;
+  while (end > low && found.size() < keys.size()) {
+    const std::int64_t start = std::max(low, end - span);
+    std::unique_ptr<RdKafka::TopicPartition> position(
+        RdKafka::TopicPartition::create(topic, kMarkerPartition, start));
+    std::vector<RdKafka::TopicPartition*> assignment{position.get()};
     consumer->assign(assignment);
-    std::map<std::int32_t, std::string> last;
-    std::set<std::int32_t> done;
-    while (done.size() < open.size()) {
-      if (std::chrono::steady_clock::now() >= deadline) {
-        throw failed(open.begin()->first, "timed out");
-      }
+    std::map<std::string, std::string> newest;  // in this window
+    // Up to `end` itself: an end of partition short of it is the last stable offset, held back by
+    // another producer's open transaction, and what follows it may be the marker sought.
+    for (bool done = false; !done;) {
+      if (std::chrono::steady_clock::now() >= deadline) throw failed("timed out");
       std::unique_ptr<RdKafka::Message> message(consumer->consume(std::min(left(), 200)));
-      const std::int32_t partition = message->partition();
       if (message->err() == RdKafka::ERR__TIMED_OUT) continue;
       if (message->err() == RdKafka::ERR__PARTITION_EOF) {
-        done.insert(partition);
+        done = message->offset() >= end;
         continue;
       }
-      if (message->err() != RdKafka::ERR_NO_ERROR) throw failed(partition, message->errstr());
-      if (!open.contains(partition) || done.contains(partition)) continue;
-      if (message->offset() >= open[partition].end) {
-        done.insert(partition);  // past what this round searches: found nothing newer there
-        continue;
+      if (message->err() != RdKafka::ERR_NO_ERROR) throw failed(message->errstr());
+      if (message->offset() >= end) break;  // past this window: it has been read
+      if (message->key() && keys.contains(*message->key()) && !found.contains(*message->key())) {
+        newest[*message->key()] =
+            std::string(static_cast<const char*>(message->payload()), message->len());
       }
-      last[partition] = std::string(static_cast<const char*>(message->payload()), message->len());
+      done = message->offset() + 1 >= end;
     }
     consumer->unassign();
-    for (auto it = open.begin(); it != open.end();) {
-      const std::int32_t partition = it->first;
-      if (last.contains(partition)) {
-        found[partition] = std::move(last[partition]);
-        it = open.erase(it);
-      } else if (starts[partition] <= it->second.low) {
-        it = open.erase(it);  // read from the beginning: no committed marker at all
-      } else {
-        it->second.end = starts[partition];
-        it->second.span *= 4;
-        ++it;
-      }
-    }
+    found.merge(newest);
+    end = start;
+    span *= 4;
   }
   return found;
 }

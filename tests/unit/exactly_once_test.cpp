@@ -9,8 +9,8 @@ namespace outbox {
 
 namespace {
 
-LaneMarker marker(const std::string& id, std::int64_t seq, std::vector<std::int64_t> ids) {
-  LaneMarker result{id, seq, {}};
+TransactionMarker marker(const std::string& id, std::int64_t seq, std::vector<std::int64_t> ids) {
+  TransactionMarker result{id, seq, {}};
   for (std::int64_t value : ids) result.ids.push_back(OutboxId{value});
   return result;
 }
@@ -18,7 +18,7 @@ LaneMarker marker(const std::string& id, std::int64_t seq, std::vector<std::int6
 }  // namespace
 
 TEST_CASE("a marker survives its encoding, and what is not a marker decodes to nothing") {
-  const LaneMarker written = marker("outbox-relay.7.db.host-1-abc.2", 41, {5, 9, 1 << 30});
+  const TransactionMarker written = marker("outbox-relay.7.db.host-1-abc.2", 41, {5, 9, 1 << 30});
   CHECK(decode_marker(encode_marker(written)) == written);
   CHECK(decode_marker(encode_marker(marker("x", 1, {}))) == marker("x", 1, {}));
   CHECK_FALSE(decode_marker(""));
@@ -51,10 +51,10 @@ TEST_CASE("a lane's new owner marks the last marker's rows only when they may be
   SUBCASE("the lane was released cleanly: nothing") {
     CHECK(ids_to_recover(std::nullopt, 0, last).empty());
   }
-  SUBCASE("the last marker is an older owner's: recorded by that owner before it let go") {
+  SUBCASE("a record under the producer's key that it did not write: nothing") {
     CHECK(ids_to_recover("q.1", 0, last).empty());
   }
-  SUBCASE("no committed marker in the lane's partition: nothing to mark") {
+  SUBCASE("no committed marker of the producer: nothing to mark") {
     CHECK(ids_to_recover(previous, 0, std::nullopt).empty());
   }
 }
