@@ -14,6 +14,7 @@
 #include <pqxx/pqxx>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
 
 #include "relay/config/config.hpp"
 #include "relay/store/store.hpp"
@@ -31,6 +32,35 @@ void require_kafka(const Options& options) {
                              " does not answer; start it with scripts/services up");
   }
   delete metadata;
+}
+
+void create_topic(const Options& options, const std::string& topic) {
+  std::string error;
+  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+  conf->set("bootstrap.servers", options.kafka, error);
+  std::unique_ptr<RdKafka::Producer> producer(RdKafka::Producer::create(conf.get(), error));
+  if (!producer) throw std::runtime_error("kafka client: " + error);
+  std::unique_ptr<RdKafka::Topic> handle(
+      RdKafka::Topic::create(producer.get(), topic, nullptr, error));
+  if (!handle) throw std::runtime_error("topic " + topic + ": " + error);
+  // A producer's metadata request for the topic creates it (auto.create.topics.enable), with the
+  // broker's default partition count; asked again until every partition has a leader.
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    RdKafka::Metadata* raw = nullptr;
+    const RdKafka::ErrorCode code = producer->metadata(false, handle.get(), &raw, 5000);
+    std::unique_ptr<RdKafka::Metadata> metadata(raw);
+    if (code == RdKafka::ERR_NO_ERROR && !metadata->topics()->empty()) {
+      const RdKafka::TopicMetadata* described = metadata->topics()->front();
+      const auto& partitions = *described->partitions();
+      if (described->err() == RdKafka::ERR_NO_ERROR && !partitions.empty() &&
+          std::all_of(partitions.begin(), partitions.end(),
+                      [](const RdKafka::PartitionMetadata* p) { return p->leader() >= 0; })) {
+        return;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  throw std::runtime_error("topic " + topic + " has no leader for every partition after 10 s");
 }
 
 double seconds_since(Clock::time_point start) {

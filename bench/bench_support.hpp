@@ -31,6 +31,9 @@ double seconds_since(Clock::time_point start);
 /// Throws, naming the fix, when the Kafka broker at options.kafka does not answer within 5 s: a
 /// benchmark against a missing broker would otherwise wait for deliveries that never come.
 void require_kafka(const Options& options);
+/// Creates `topic` (the broker's defaults) before a run, as a deployment's topics exist before the
+/// relay publishes to them: creation is not part of what is measured.
+void create_topic(const Options& options, const std::string& topic);
 
 /// A fresh migrated database, dropped by the destructor. Loading goes through plain INSERT ...
 /// SELECT, then VACUUM ANALYZE and CHECKPOINT, so every benchmark starts from the same state.

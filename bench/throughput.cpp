@@ -21,6 +21,7 @@ constexpr std::chrono::seconds kStallTimeout{60};
 
 int drain(const Options& options) {
   const std::string topic = "bench.drain." + std::to_string(getpid());
+  create_topic(options, topic);
   BenchDatabase database(options);
   if (options.history > 0) database.load(topic, options.history, "published");
   const long highest_history_id = database.highest_id();
