@@ -28,6 +28,33 @@ Handle make_handle(const std::string& bootstrap) {
   return Handle(handle);
 }
 
+struct EventDeleter {
+  void operator()(rd_kafka_event_t* event) const { rd_kafka_event_destroy(event); }
+};
+using Event = std::unique_ptr<rd_kafka_event_t, EventDeleter>;
+
+/// An admin request's answer: `send` issues the request onto the queue it is given; waits up to
+/// 30 s. The event is null and `failure` says why when there was no answer or a request-level
+/// error; per-topic results are the caller's to read.
+struct AdminAnswer {
+  Event event;
+  std::string failure;
+};
+template <typename Send>
+AdminAnswer ask_admin(rd_kafka_t* handle, const std::string& request, Send send) {
+  std::unique_ptr<rd_kafka_queue_t, decltype(&rd_kafka_queue_destroy)> queue(
+      rd_kafka_queue_new(handle), &rd_kafka_queue_destroy);
+  send(queue.get());
+  AdminAnswer answer{Event(rd_kafka_queue_poll(queue.get(), 30000)), {}};
+  if (!answer.event) {
+    answer.failure = "no answer to " + request + " within 30 s";
+  } else if (rd_kafka_event_error(answer.event.get())) {
+    answer.failure = rd_kafka_event_error_string(answer.event.get());
+    answer.event.reset();
+  }
+  return answer;
+}
+
 /// Whether every partition of `topic` has a leader, by the cluster's metadata.
 bool has_leaders(rd_kafka_t* handle, const std::string& topic, std::size_t partitions) {
   rd_kafka_topic_t* topic_handle = rd_kafka_topic_new(handle, topic.c_str(), nullptr);
@@ -69,24 +96,18 @@ void create_topic(const std::string& bootstrap, const std::string& topic,
   for (const auto& [name, value] : configs) {
     rd_kafka_NewTopic_set_config(new_topic, name.c_str(), value.c_str());
   }
-  rd_kafka_queue_t* queue = rd_kafka_queue_new(handle.get());
-  rd_kafka_CreateTopics(handle.get(), &new_topic, 1, nullptr, queue);
-  rd_kafka_event_t* event = rd_kafka_queue_poll(queue, 30000);
-  std::string failure;
-  if (!event) {
-    failure = "no answer to CreateTopics within 30 s";
-  } else if (rd_kafka_event_error(event)) {
-    failure = rd_kafka_event_error_string(event);
-  } else {
+  AdminAnswer answer = ask_admin(handle.get(), "CreateTopics", [&](rd_kafka_queue_t* queue) {
+    rd_kafka_CreateTopics(handle.get(), &new_topic, 1, nullptr, queue);
+  });
+  std::string failure = std::move(answer.failure);
+  if (answer.event) {
     std::size_t count = 0;
-    const rd_kafka_topic_result_t** results =
-        rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(event), &count);
+    const rd_kafka_topic_result_t** results = rd_kafka_CreateTopics_result_topics(
+        rd_kafka_event_CreateTopics_result(answer.event.get()), &count);
     if (count == 1 && rd_kafka_topic_result_error(results[0]) != RD_KAFKA_RESP_ERR_NO_ERROR) {
       failure = rd_kafka_topic_result_error_string(results[0]);
     }
   }
-  if (event) rd_kafka_event_destroy(event);
-  rd_kafka_queue_destroy(queue);
   rd_kafka_NewTopic_destroy(new_topic);
   if (!failure.empty()) throw std::runtime_error("creating topic " + topic + ": " + failure);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
@@ -117,17 +138,10 @@ int delete_topics_containing(const std::string& bootstrap, const std::vector<std
   }
   rd_kafka_metadata_destroy(metadata);
   if (doomed.empty()) return 0;
-  rd_kafka_queue_t* queue = rd_kafka_queue_new(handle.get());
-  rd_kafka_DeleteTopics(handle.get(), doomed.data(), doomed.size(), nullptr, queue);
-  rd_kafka_event_t* event = rd_kafka_queue_poll(queue, 30000);
-  std::string failure;
-  if (!event) {
-    failure = "no answer to DeleteTopics within 30 s";
-  } else if (rd_kafka_event_error(event)) {
-    failure = rd_kafka_event_error_string(event);
-  }
-  if (event) rd_kafka_event_destroy(event);
-  rd_kafka_queue_destroy(queue);
+  const std::string failure =
+      ask_admin(handle.get(), "DeleteTopics", [&](rd_kafka_queue_t* queue) {
+        rd_kafka_DeleteTopics(handle.get(), doomed.data(), doomed.size(), nullptr, queue);
+      }).failure;
   rd_kafka_DeleteTopic_destroy_array(doomed.data(), doomed.size());
   const int count = static_cast<int>(doomed.size());
   if (!failure.empty()) throw std::runtime_error("deleting topics: " + failure);
