@@ -7,6 +7,7 @@
 #include <librdkafka/rdkafkacpp.h>
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -209,6 +210,22 @@ ProcessUsage usage_of(pid_t pid) {
     if (line.rfind("VmHWM:", 0) == 0) usage.peak_rss_kb = std::stol(line.substr(6));
   }
   return usage;
+}
+
+std::map<pid_t, ThreadCpu> threads_cpu_of(pid_t pid) {
+  std::map<pid_t, ThreadCpu> threads;
+  const std::filesystem::path tasks = "/proc/" + std::to_string(pid) + "/task";
+  std::error_code error;
+  for (const auto& task : std::filesystem::directory_iterator(tasks, error)) {
+    std::ifstream comm(task.path() / "comm");
+    std::ifstream schedstat(task.path() / "schedstat");
+    ThreadCpu thread;
+    double on_cpu_ns = 0;
+    if (!std::getline(comm, thread.name) || !(schedstat >> on_cpu_ns)) continue;  // it ended
+    thread.cpu_ms = on_cpu_ns / 1e6;
+    threads[static_cast<pid_t>(std::stol(task.path().filename().string()))] = thread;
+  }
+  return threads;
 }
 
 BenchRelay::BenchRelay(const Options& options, const std::string& database_url,

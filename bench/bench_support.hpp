@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -80,6 +81,14 @@ struct ProcessUsage {
 };
 ProcessUsage usage_of(pid_t pid);
 
+/// CPU time of each live thread of a process, by thread id, from /proc/PID/task/*/schedstat:
+/// nanoseconds, where /proc/PID/stat counts 10 ms ticks and an idle relay spends a few ticks.
+struct ThreadCpu {
+  std::string name;  ///< the thread's comm ("relay-loop", "rdk:main", ...)
+  double cpu_ms = 0;
+};
+std::map<pid_t, ThreadCpu> threads_cpu_of(pid_t pid);
+
 /// Sections of the relay's YAML that a benchmark sets beyond the common ones: lines for the relay
 /// section ("  notify: false\n") and whole top-level sections (the check-back's).
 struct RelaySettings {
@@ -98,6 +107,7 @@ class BenchRelay {
   BenchRelay& operator=(const BenchRelay&) = delete;
 
   ProcessUsage usage() const { return usage_of(pid_); }
+  std::map<pid_t, ThreadCpu> threads_cpu() const { return threads_cpu_of(pid_); }
   void stop();
 
  private:
