@@ -1,11 +1,13 @@
 #include "bench/bench_support.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <librdkafka/rdkafkacpp.h>
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -19,6 +21,7 @@
 
 #include "relay/config/config.hpp"
 #include "relay/store/store.hpp"
+#include "tests/support/kafka_admin.hpp"
 
 namespace outbox::bench {
 
@@ -35,33 +38,9 @@ void require_kafka(const Options& options) {
   delete metadata;
 }
 
-void create_topic(const Options& options, const std::string& topic) {
-  std::string error;
-  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
-  conf->set("bootstrap.servers", options.kafka, error);
-  std::unique_ptr<RdKafka::Producer> producer(RdKafka::Producer::create(conf.get(), error));
-  if (!producer) throw std::runtime_error("kafka client: " + error);
-  std::unique_ptr<RdKafka::Topic> handle(
-      RdKafka::Topic::create(producer.get(), topic, nullptr, error));
-  if (!handle) throw std::runtime_error("topic " + topic + ": " + error);
-  // A producer's metadata request for the topic creates it (auto.create.topics.enable), with the
-  // broker's default partition count; asked again until every partition has a leader.
-  for (int attempt = 0; attempt < 100; ++attempt) {
-    RdKafka::Metadata* raw = nullptr;
-    const RdKafka::ErrorCode code = producer->metadata(false, handle.get(), &raw, 5000);
-    std::unique_ptr<RdKafka::Metadata> metadata(raw);
-    if (code == RdKafka::ERR_NO_ERROR && !metadata->topics()->empty()) {
-      const RdKafka::TopicMetadata* described = metadata->topics()->front();
-      const auto& partitions = *described->partitions();
-      if (described->err() == RdKafka::ERR_NO_ERROR && !partitions.empty() &&
-          std::all_of(partitions.begin(), partitions.end(),
-                      [](const RdKafka::PartitionMetadata* p) { return p->leader() >= 0; })) {
-        return;
-      }
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  throw std::runtime_error("topic " + topic + " has no leader for every partition after 10 s");
+void create_topic(const Options& options, const std::string& topic, int partitions,
+                  const std::map<std::string, std::string>& configs) {
+  test::create_topic(options.kafka, topic, partitions, configs);
 }
 
 double seconds_since(Clock::time_point start) {
@@ -74,6 +53,20 @@ void drop_database(const std::string& server, const std::string& name) {
   pqxx::connection admin{server + "/postgres"};
   pqxx::nontransaction tx{admin};
   tx.exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)");
+}
+
+/// Fields of /proc/PID/stat after "pid (comm)", numbered as in proc(5) (3 is the state).
+std::vector<long> stat_fields(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  std::vector<long> fields(3, 0);
+  if (text.empty()) return {};
+  std::istringstream rest(text.substr(text.rfind(')') + 2));
+  std::string field;
+  rest >> field;  // the state letter
+  fields.push_back(0);
+  while (rest >> field) fields.push_back(std::atol(field.c_str()));
+  return fields;
 }
 
 }  // namespace
@@ -190,21 +183,10 @@ double BenchDatabase::vacuum_seconds() const {
 
 ProcessUsage usage_of(pid_t pid) {
   ProcessUsage usage;
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  if (text.empty()) return usage;
-  std::istringstream fields(text.substr(text.rfind(')') + 2));
-  std::string field;
-  long utime = 0, stime = 0;
-  for (int index = 3; fields >> field; ++index) {  // field 3 is the state, after "pid (comm)"
-    if (index == 14) utime = std::stol(field);
-    if (index == 15) {
-      stime = std::stol(field);
-      break;
-    }
-  }
+  const std::vector<long> fields = stat_fields(pid);
+  if (fields.size() <= 15) return usage;
   usage.cpu_seconds =
-      static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+      static_cast<double>(fields[14] + fields[15]) / static_cast<double>(sysconf(_SC_CLK_TCK));
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");
   for (std::string line; std::getline(status, line);) {
     if (line.rfind("VmHWM:", 0) == 0) usage.peak_rss_kb = std::stol(line.substr(6));
@@ -228,6 +210,49 @@ std::map<pid_t, ThreadCpu> threads_cpu_of(pid_t pid) {
   return threads;
 }
 
+ChildProcess::ChildProcess(const std::vector<std::string>& argv, const std::string& log_path) {
+  std::vector<char*> args;
+  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+  args.push_back(nullptr);
+  pid_ = fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    if (!log_path.empty()) {
+      const int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      if (log >= 0) {
+        dup2(log, STDOUT_FILENO);
+        dup2(log, STDERR_FILENO);
+      }
+    }
+    execvp(args[0], args.data());
+    _exit(127);
+  }
+}
+
+bool ChildProcess::ended() {
+  if (pid_ <= 0) return true;
+  if (waitpid(pid_, nullptr, WNOHANG) != pid_) return false;
+  pid_ = -1;
+  return true;
+}
+
+void ChildProcess::stop(std::chrono::seconds grace) {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGTERM);
+  const auto deadline = Clock::now() + grace;
+  while (!ended()) {
+    if (Clock::now() > deadline) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+ChildProcess::~ChildProcess() { stop(); }
+
 BenchRelay::BenchRelay(const Options& options, const std::string& database_url,
                        const RelaySettings& settings)
     : config_path_("/tmp/relay_bench_" + std::to_string(getpid()) + ".yaml") {
@@ -242,23 +267,47 @@ BenchRelay::BenchRelay(const Options& options, const std::string& database_url,
                               << (options.delete_on_publish ? "true" : "false")
                               << "\nlogging:\n  level: warn\n"
                               << settings.extra_sections;
-  pid_ = fork();
-  if (pid_ < 0) throw std::runtime_error("fork failed");
-  if (pid_ == 0) {
-    execl(RELAY_BINARY, RELAY_BINARY, "run", "--config", config_path_.c_str(), nullptr);
-    _exit(127);
-  }
+  process_ = std::make_unique<ChildProcess>(
+      std::vector<std::string>{RELAY_BINARY, "run", "--config", config_path_});
 }
 
 void BenchRelay::stop() {
-  if (pid_ <= 0) return;
-  kill(pid_, SIGTERM);
-  waitpid(pid_, nullptr, 0);
-  pid_ = -1;
+  if (!process_) return;
+  process_.reset();
   std::remove(config_path_.c_str());
 }
 
 BenchRelay::~BenchRelay() { stop(); }
+
+ClusterCpu::ClusterCpu(const std::string& server) {
+  pqxx::connection connection{server + "/postgres"};
+  const auto backend =
+      pqxx::nontransaction(connection).exec1("SELECT pg_backend_pid()")[0].as<int>();
+  const std::vector<long> fields = stat_fields(backend);
+  if (fields.size() <= 4) {
+    throw std::runtime_error("PostgreSQL at " + server +
+                             " runs on another machine: its CPU cannot be read from /proc");
+  }
+  postmaster_ = static_cast<pid_t>(fields[4]);
+}
+
+double ClusterCpu::seconds() const {
+  long ticks = 0;
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", error)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || !std::isdigit(static_cast<unsigned char>(name[0]))) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(name));
+    const std::vector<long> fields = stat_fields(pid);
+    if (fields.size() <= 17) continue;
+    if (pid == postmaster_) {
+      ticks += fields[14] + fields[15] + fields[16] + fields[17];
+    } else if (fields[4] == postmaster_) {
+      ticks += fields[14] + fields[15];
+    }
+  }
+  return static_cast<double>(ticks) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
 
 Percentiles::Percentiles(std::vector<double> samples) : samples_(std::move(samples)) {
   std::sort(samples_.begin(), samples_.end());

@@ -32,9 +32,11 @@ double seconds_since(Clock::time_point start);
 /// Throws, naming the fix, when the Kafka broker at options.kafka does not answer within 5 s: a
 /// benchmark against a missing broker would otherwise wait for deliveries that never come.
 void require_kafka(const Options& options);
-/// Creates `topic` (the broker's defaults) before a run, as a deployment's topics exist before the
-/// relay publishes to them: creation is not part of what is measured.
-void create_topic(const Options& options, const std::string& topic);
+/// Creates `topic` before a run, as a deployment's topics exist before the relay publishes to
+/// them: creation is not part of what is measured. Three partitions is the broker's num.partitions
+/// in scripts/services, which the figures in bench/RESULTS.md were measured with.
+void create_topic(const Options& options, const std::string& topic, int partitions = 3,
+                  const std::map<std::string, std::string>& configs = {});
 
 /// A fresh migrated database, dropped by the destructor. Loading goes through plain INSERT ...
 /// SELECT, then VACUUM ANALYZE and CHECKPOINT, so every benchmark starts from the same state.
@@ -46,6 +48,7 @@ class BenchDatabase {
   BenchDatabase& operator=(const BenchDatabase&) = delete;
 
   std::string url() const { return server_ + "/" + name_; }
+  const std::string& name() const { return name_; }
   /// Adds `count` rows in `state` ('pending', 'published', 'unknown') with the options' payload
   /// size and keys; unknown rows get producer group "bench" and are due for a check at once.
   void load(const std::string& topic, long count, const std::string& state);
@@ -96,6 +99,25 @@ struct RelaySettings {
   std::string extra_sections = "checkback:\n  enabled: false\n";
 };
 
+/// A child process (its output appended to `log_path` when one is given), stopped with SIGTERM by
+/// stop() or the destructor, and SIGKILL when it has not ended `grace` later.
+class ChildProcess {
+ public:
+  explicit ChildProcess(const std::vector<std::string>& argv, const std::string& log_path = "");
+  ~ChildProcess();
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  ProcessUsage usage() const { return usage_of(pid_); }
+  std::map<pid_t, ThreadCpu> threads_cpu() const { return threads_cpu_of(pid_); }
+  /// Whether it has ended (reaped here); an ended process has no usage any more.
+  bool ended();
+  void stop(std::chrono::seconds grace = std::chrono::seconds(30));
+
+ private:
+  pid_t pid_ = -1;
+};
+
 /// `outbox-relay run` on a config written for the database. Stopped with SIGTERM by stop() or the
 /// destructor.
 class BenchRelay {
@@ -106,13 +128,26 @@ class BenchRelay {
   BenchRelay(const BenchRelay&) = delete;
   BenchRelay& operator=(const BenchRelay&) = delete;
 
-  ProcessUsage usage() const { return usage_of(pid_); }
-  std::map<pid_t, ThreadCpu> threads_cpu() const { return threads_cpu_of(pid_); }
+  ProcessUsage usage() const { return process_->usage(); }
+  std::map<pid_t, ThreadCpu> threads_cpu() const { return process_->threads_cpu(); }
   void stop();
 
  private:
   std::string config_path_;
-  pid_t pid_ = -1;
+  std::unique_ptr<ChildProcess> process_;
+};
+
+/// CPU seconds spent by a PostgreSQL cluster: its postmaster and every process it started,
+/// live (utime + stime) or ended (the postmaster's cutime + cstime, where the kernel adds a
+/// child's time when it is reaped). Differences of two readings are the cluster's CPU between.
+class ClusterCpu {
+ public:
+  /// `server` as in Options::server; the postmaster is the parent of a backend opened here.
+  explicit ClusterCpu(const std::string& server);
+  double seconds() const;
+
+ private:
+  pid_t postmaster_ = -1;
 };
 
 /// Sorted samples and their quantiles.

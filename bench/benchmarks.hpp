@@ -2,6 +2,10 @@
 // goes to stderr) and returns the process exit code.
 #pragma once
 
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "bench/bench_support.hpp"
 
 namespace outbox::bench {
@@ -31,5 +35,21 @@ int writer_overhead(const Options& options, int clients, int seconds);
 
 /// The relay's CPU over `seconds` idle on an empty outbox, check-back on (the default) and off.
 int idle(const Options& options, int seconds);
+
+/// The race against Debezium (bench/race.cpp): each case runs on both sides, alternating.
+struct RaceOptions {
+  std::string connect_libs;  ///< Kafka Connect's jars (scripts/peer)
+  std::string plugin_path;   ///< Connect's plugin.path, holding Debezium's plugin directory
+  std::vector<std::pair<long, int>> drains{{1'000'000, 3}, {5'000'000, 1}};  ///< rows, runs
+  std::vector<std::pair<int, int>> rates{{1000, 3}, {5000, 1}};              ///< rows/s, runs
+  int seconds = 30;  ///< of each latency run, after 2 s not counted
+  int writers = 16;
+  std::string command_line;  ///< as given, for the table's heading
+  // Filled in by race() from the server it reaches.
+  std::string postgres_host;
+  int postgres_port = 5432;
+};
+/// Runs every case on both sides and prints the markdown table of bench/RESULTS.md on stdout.
+int race(const Options& options, RaceOptions race);
 
 }  // namespace outbox::bench

@@ -66,7 +66,48 @@ int main(int argc, char** argv) {
       app.add_subcommand("idle", "The relay's CPU while nothing is to be done, defaults");
   idle_command->add_option("--seconds", idle_seconds, "How long to measure")->capture_default_str();
 
+  RaceOptions race_options;
+  std::vector<std::string> drain_cases, rate_cases;
+  auto* race_command = app.add_subcommand(
+      "race", "Debezium on Kafka Connect against the relay, alternating (scripts/peer race)");
+  race_command->add_option("--connect-libs", race_options.connect_libs, "Kafka Connect's jars")
+      ->required();
+  race_command
+      ->add_option("--plugin-path", race_options.plugin_path,
+                   "Connect's plugin.path, holding Debezium's plugin directory")
+      ->required();
+  race_command->add_option("--drain", drain_cases,
+                           "ROWS:RUNS, a drain case (repeatable; default 1000000:3 5000000:1)");
+  race_command->add_option("--rate", rate_cases,
+                           "ROWS_PER_SECOND:RUNS, a latency case (repeatable; default 1000:3 "
+                           "5000:1)");
+  race_command->add_option("--seconds", race_options.seconds, "Each latency run's duration")
+      ->capture_default_str();
+  race_command->add_option("--writers", race_options.writers, "Writer connections")
+      ->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
+  auto cases = [](const std::vector<std::string>& given, auto& into) {
+    if (given.empty()) return;
+    into.clear();
+    for (const std::string& text : given) {
+      const auto colon = text.find(':');
+      into.emplace_back(std::stol(text.substr(0, colon)),
+                        colon == std::string::npos ? 1 : std::stoi(text.substr(colon + 1)));
+    }
+  };
+  try {
+    cases(drain_cases, race_options.drains);
+    cases(rate_cases, race_options.rates);
+  } catch (const std::exception&) {
+    std::cerr << "relay_bench: --drain and --rate take N:RUNS, e.g. 1000000:3\n";
+    return 64;
+  }
+  for (const auto& text : drain_cases) race_options.command_line += " --drain " + text;
+  for (const auto& text : rate_cases) race_options.command_line += " --rate " + text;
+  if (race_options.seconds != RaceOptions{}.seconds) {
+    race_options.command_line += " --seconds " + std::to_string(race_options.seconds);
+  }
   // Standard output carries only the figures.
   spdlog::set_default_logger(spdlog::stderr_color_mt("bench"));
   latency_options.notify = with_notify;
@@ -79,6 +120,7 @@ int main(int argc, char** argv) {
     if (*checkback_command) return checkback(options, max_concurrent_checks);
     if (*writer_command) return writer_overhead(options, clients, seconds);
     if (*idle_command) return idle(options, idle_seconds);
+    if (*race_command) return race(options, race_options);
   } catch (const std::exception& error) {
     std::cerr << "relay_bench: " << error.what() << "\n";
     return 1;

@@ -76,28 +76,16 @@ bool has_leaders(rd_kafka_t* handle, const std::string& topic, std::size_t parti
 
 }  // namespace
 
-void create_topic(const std::string& bootstrap, const std::string& topic,
-                  const std::vector<std::vector<int>>& replicas,
-                  const std::map<std::string, std::string>& configs) {
-  Handle handle = make_handle(bootstrap);
-  char error[512];
-  rd_kafka_NewTopic_t* new_topic = rd_kafka_NewTopic_new(
-      topic.c_str(), static_cast<int>(replicas.size()), -1, error, sizeof error);
-  if (!new_topic) throw std::runtime_error(error);
-  for (std::size_t partition = 0; partition < replicas.size(); ++partition) {
-    std::vector<int32_t> brokers(replicas[partition].begin(), replicas[partition].end());
-    if (rd_kafka_NewTopic_set_replica_assignment(new_topic, static_cast<int32_t>(partition),
-                                                 brokers.data(), brokers.size(), error,
-                                                 sizeof error) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      rd_kafka_NewTopic_destroy(new_topic);
-      throw std::runtime_error(error);
-    }
-  }
+namespace {
+
+/// Sends the CreateTopics request for `new_topic` (taking it), then waits for its leaders.
+void create_and_wait(rd_kafka_t* handle, const std::string& topic, rd_kafka_NewTopic_t* new_topic,
+                     const std::map<std::string, std::string>& configs, std::size_t partitions) {
   for (const auto& [name, value] : configs) {
     rd_kafka_NewTopic_set_config(new_topic, name.c_str(), value.c_str());
   }
-  AdminAnswer answer = ask_admin(handle.get(), "CreateTopics", [&](rd_kafka_queue_t* queue) {
-    rd_kafka_CreateTopics(handle.get(), &new_topic, 1, nullptr, queue);
+  AdminAnswer answer = ask_admin(handle, "CreateTopics", [&](rd_kafka_queue_t* queue) {
+    rd_kafka_CreateTopics(handle, &new_topic, 1, nullptr, queue);
   });
   std::string failure = std::move(answer.failure);
   if (answer.event) {
@@ -111,12 +99,47 @@ void create_topic(const std::string& bootstrap, const std::string& topic,
   rd_kafka_NewTopic_destroy(new_topic);
   if (!failure.empty()) throw std::runtime_error("creating topic " + topic + ": " + failure);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (!has_leaders(handle.get(), topic, replicas.size())) {
+  while (!has_leaders(handle, topic, partitions)) {
     if (std::chrono::steady_clock::now() > deadline) {
       throw std::runtime_error("topic " + topic + " has no leader for every partition after 30 s");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
+}
+
+rd_kafka_NewTopic_t* new_topic_or_throw(const std::string& topic, int partitions) {
+  char error[512];
+  rd_kafka_NewTopic_t* new_topic =
+      rd_kafka_NewTopic_new(topic.c_str(), partitions, -1, error, sizeof error);
+  if (!new_topic) throw std::runtime_error(error);
+  return new_topic;
+}
+
+}  // namespace
+
+void create_topic(const std::string& bootstrap, const std::string& topic,
+                  const std::vector<std::vector<int>>& replicas,
+                  const std::map<std::string, std::string>& configs) {
+  Handle handle = make_handle(bootstrap);
+  rd_kafka_NewTopic_t* new_topic = new_topic_or_throw(topic, static_cast<int>(replicas.size()));
+  char error[512];
+  for (std::size_t partition = 0; partition < replicas.size(); ++partition) {
+    std::vector<int32_t> brokers(replicas[partition].begin(), replicas[partition].end());
+    if (rd_kafka_NewTopic_set_replica_assignment(new_topic, static_cast<int32_t>(partition),
+                                                 brokers.data(), brokers.size(), error,
+                                                 sizeof error) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      rd_kafka_NewTopic_destroy(new_topic);
+      throw std::runtime_error(error);
+    }
+  }
+  create_and_wait(handle.get(), topic, new_topic, configs, replicas.size());
+}
+
+void create_topic(const std::string& bootstrap, const std::string& topic, int partitions,
+                  const std::map<std::string, std::string>& configs) {
+  Handle handle = make_handle(bootstrap);
+  create_and_wait(handle.get(), topic, new_topic_or_throw(topic, partitions), configs,
+                  static_cast<std::size_t>(partitions));
 }
 
 int delete_topics_containing(const std::string& bootstrap, const std::vector<std::string>& parts) {

@@ -19,6 +19,11 @@ void create_topic(const std::string& bootstrap, const std::string& topic,
                   const std::vector<std::vector<int>>& replicas,
                   const std::map<std::string, std::string>& configs = {});
 
+/// Creates `topic` with `partitions` partitions at the broker's replication factor and the topic
+/// `configs`, then waits until every partition has a leader. A topic that exists is an error.
+void create_topic(const std::string& bootstrap, const std::string& topic, int partitions,
+                  const std::map<std::string, std::string>& configs = {});
+
 /// Deletes every topic whose name contains one of `parts` and returns how many it asked to delete;
 /// waits up to 30 s for the broker's answer. Throws std::runtime_error when it cannot.
 int delete_topics_containing(const std::string& bootstrap, const std::vector<std::string>& parts);
