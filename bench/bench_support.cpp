@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -103,13 +104,14 @@ BenchDatabase::~BenchDatabase() {
   }
 }
 
-void BenchDatabase::load(const std::string& topic, long count, const std::string& state) {
+void BenchDatabase::load(const std::string& topic, long count, const std::string& state,
+                         long rows_per_transaction) {
   std::cerr << "bench: loading " << count << " " << state << " rows of " << options_.payload_bytes
             << " bytes over " << options_.keys << " keys\n";
   pqxx::connection connection{url()};
-  constexpr long kChunk = 500'000;
+  auto next_progress = Clock::now();
   for (long loaded = 0; loaded < count;) {
-    const long chunk = std::min(kChunk, count - loaded);
+    const long chunk = std::min(rows_per_transaction, count - loaded);
     pqxx::work tx{connection};
     // Unknown rows are due at once: the check-back benchmark times the sweeper, not its delay.
     // Published rows are history kept for audit, a day old: stamped with the load's time they
@@ -129,7 +131,10 @@ void BenchDatabase::load(const std::string& topic, long count, const std::string
         topic, options_.keys, options_.payload_bytes, loaded, loaded + chunk - 1, state);
     tx.commit();
     loaded += chunk;
-    std::cerr << "bench: loaded " << loaded << "\n";
+    if (Clock::now() >= next_progress || loaded == count) {
+      std::cerr << "bench: loaded " << loaded << "\n";
+      next_progress = Clock::now() + std::chrono::seconds(5);
+    }
   }
   pqxx::nontransaction vacuum{connection};
   vacuum.exec("VACUUM ANALYZE outbox.messages");
@@ -267,8 +272,11 @@ BenchRelay::BenchRelay(const Options& options, const std::string& database_url,
                               << (options.delete_on_publish ? "true" : "false")
                               << "\nlogging:\n  level: warn\n"
                               << settings.extra_sections;
-  process_ = std::make_unique<ChildProcess>(
-      std::vector<std::string>{RELAY_BINARY, "run", "--config", config_path_});
+  // RELAY_BENCH_BINARY runs another build of the relay under the same benchmark: a change is
+  // measured before and after by one command, alternating, on one machine.
+  const char* binary = std::getenv("RELAY_BENCH_BINARY");
+  process_ = std::make_unique<ChildProcess>(std::vector<std::string>{
+      binary && *binary ? binary : RELAY_BINARY, "run", "--config", config_path_});
 }
 
 void BenchRelay::stop() {

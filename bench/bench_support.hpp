@@ -51,7 +51,11 @@ class BenchDatabase {
   const std::string& name() const { return name_; }
   /// Adds `count` rows in `state` ('pending', 'published', 'unknown') with the options' payload
   /// size and keys; unknown rows get producer group "bench" and are due for a check at once.
-  void load(const std::string& topic, long count, const std::string& state);
+  /// `rows_per_transaction` bounds each INSERT's transaction: writers commit small ones, and
+  /// logical decoding (the race's Debezium) spills a transaction beyond
+  /// logical_decoding_work_mem to disk, which a bulk load of 500,000 rows would make it do.
+  void load(const std::string& topic, long count, const std::string& state,
+            long rows_per_transaction = 500'000);
   /// CHECKPOINT, then the kernel's writeback: the disk is quiet when the timed part starts.
   void settle() const;
   long count_where(const std::string& condition) const;

@@ -31,6 +31,10 @@ constexpr int kPartitions = 8;
 constexpr int kWarmUpSeconds = 2;
 constexpr std::chrono::seconds kStallTimeout{120};  // a JVM's start-up included
 constexpr std::chrono::milliseconds kSample{100};
+// The backlog is written as writers would, in transactions of 1,000 rows: one of 500,000 would
+// make logical decoding spill it to disk first (logical_decoding_work_mem), a cost only Debezium
+// pays and no outbox writer causes.
+constexpr long kRowsPerLoadTransaction = 1000;
 
 enum class Side { debezium, relay };
 const char* side_name(Side side) { return side == Side::debezium ? "Debezium" : "outbox-relay"; }
@@ -278,7 +282,7 @@ DrainFigures drain_once(Side side, const Options& base, const RaceOptions& race,
     slot = std::make_unique<ReplicationSlot>(
         database.url(), "race_" + std::to_string(getpid()) + "_" + std::to_string(run));
   }
-  database.load(topic, rows, "pending");
+  database.load(topic, rows, "pending", kRowsPerLoadTransaction);
   TopicCounter counter(options.kafka, topic);
   const ClusterCpu cluster(options.server);
   const double postgres_before = cluster.seconds();

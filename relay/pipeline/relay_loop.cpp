@@ -153,9 +153,12 @@ class LoopState {
       step_transactional();
       return;
     }
-    // Rows committed while batches are in flight are claimed now, not after those batches are
-    // recorded: pipelining is what keeps commit-to-ack latency near one Kafka round trip.
-    if (caught_up_ && window_.chained() > 0 && store_.wait_for_wakeup(milliseconds(0))) {
+    // Rows committed while batches are in flight are claimed when they are announced or when the
+    // next look is due, not after those batches are recorded: a claim waiting for the recorder's
+    // commit (which competes with the writers' commits for the WAL flush) put that commit's
+    // every stall into each row's latency. Pipelining keeps commit-to-ack near one round trip.
+    if (caught_up_ && window_.chained() > 0 &&
+        (Clock::now() >= next_look_ || store_.wait_for_wakeup(milliseconds(0)))) {
       caught_up_ = false;
     }
     claim_and_produce();
@@ -213,13 +216,14 @@ class LoopState {
       ClaimedBatch claimed = StageTimes::timed(stage_times_.claim, [&] {
         return store_.claim_batch(in_flight_ids_, holds_.routes(), limits_);
       });
+      if (!claimed.rows.empty()) found_rows_since_look_ = true;
       caught_up_ = claimed.reached_end;
+      if (caught_up_) schedule_next_look();
       count_problems(claimed.problems);
       if (claimed.rows.empty()) {
         if (!claimed.problems.empty()) continue;  // the rows it isolated are out of the way now
         return;
       }
-      found_rows_since_wait_ = true;
       metrics_.batch_size.observe(static_cast<double>(claimed.rows.size()));
       auto batch = std::make_unique<PublishBatch>(std::move(claimed.rows));
       StageTimes::timed(stage_times_.produce, [&] {
@@ -362,13 +366,14 @@ class LoopState {
     ClaimedBatch claimed = StageTimes::timed(stage_times_.claim, [&] {
       return store_.claim_batch(in_flight_ids_, holds_.routes(), limits_);
     });
+    if (!claimed.rows.empty()) found_rows_since_look_ = true;
     caught_up_ = claimed.reached_end;
+    if (caught_up_) schedule_next_look();
     count_problems(claimed.problems);
     if (claimed.rows.empty()) {
       if (!claimed.problems.empty()) caught_up_ = false;  // the isolated rows are out of the way
       return nullptr;
     }
-    found_rows_since_wait_ = true;
     metrics_.batch_size.observe(static_cast<double>(claimed.rows.size()));
     return std::make_unique<PublishBatch>(std::move(claimed.rows));
   }
@@ -762,12 +767,22 @@ class LoopState {
     finish_recorded_batches();
   }
 
-  void wait_for_work() {
-    // Adaptive polling: soon again after finding rows, then doubling while nothing turns up.
-    poll_wait_ = found_rows_since_wait_ ? config_.relay.poll_interval_min
+  /// Adaptive polling, decided when a claim reaches the end of the backlog: the next look is soon
+  /// when rows came since the last one, and twice as far each time none did, up to
+  /// poll_interval_ms.
+  void schedule_next_look() {
+    poll_wait_ = found_rows_since_look_ ? config_.relay.poll_interval_min
                                         : std::min(poll_wait_ * 2, config_.relay.poll_interval);
-    found_rows_since_wait_ = false;
-    auto deadline = std::min(next_rebalance_, Clock::now() + poll_wait_);
+    found_rows_since_look_ = false;
+    next_look_ = Clock::now() + poll_wait_;
+  }
+
+  void wait_for_work() {
+    const auto now = Clock::now();
+    // Claiming is blocked for another reason than a caught-up backlog (a lease, the window): the
+    // poll wait still paces the loop.
+    const auto look = next_look_ > now ? next_look_ : now + poll_wait_;
+    auto deadline = std::min(next_rebalance_, look);
     // A held topic's retry is due: look again then. Stalled batches are served by the poll.
     if (const auto retry = holds_.next_retry()) deadline = std::min(deadline, *retry);
     if (window_.stalled() > 0) deadline = std::min(deadline, Clock::now() + kStopCheckInterval);
@@ -879,8 +894,9 @@ class LoopState {
   const ClaimLimits limits_;
   std::vector<OutboxId> in_flight_ids_;
   bool caught_up_ = false;
-  bool found_rows_since_wait_ = false;
+  bool found_rows_since_look_ = false;
   milliseconds poll_wait_ = config_.relay.poll_interval;
+  Clock::time_point next_look_ = Clock::now();  ///< when a caught-up loop claims again
   bool releasing_lanes_ = false;
   std::size_t owned_lanes_ = 0;
   Clock::time_point next_rebalance_ = Clock::now();
