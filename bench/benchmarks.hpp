@@ -22,6 +22,7 @@ struct LatencyOptions {
   int seconds = 20;
   int writers = 8;
   bool notify = true;
+  bool hold_snapshot = false;  ///< a REPEATABLE READ transaction open in the database throughout
 };
 /// Commit → acknowledgement and commit → consumer latency under a steady write rate.
 int latency(const Options& options, const LatencyOptions& latency);

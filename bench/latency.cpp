@@ -7,6 +7,7 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <pqxx/pqxx>
 #include <set>
 #include <thread>
@@ -141,8 +142,21 @@ int latency(const Options& options, const LatencyOptions& latency) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
 
+  // A long transaction in the same database (an analytics query, pg_dump, a replica's
+  // hot_standby_feedback): its snapshot keeps every row version the relay's marks leave dead, for
+  // VACUUM and for the claim's index scan alike.
+  std::optional<pqxx::connection> holder;
+  std::optional<pqxx::work> held;
+  if (latency.hold_snapshot) {
+    holder.emplace(database.url());
+    held.emplace(*holder);
+    held->exec("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ");
+    held->exec("SELECT count(*) FROM outbox.relay_instances");  // takes the snapshot
+  }
   std::cerr << "bench: " << latency.writers << " writers at " << latency.rate << " messages/s for "
-            << latency.seconds << " s, NOTIFY " << (latency.notify ? "on" : "off") << "\n";
+            << latency.seconds << " s, NOTIFY " << (latency.notify ? "on" : "off")
+            << (latency.hold_snapshot ? ", a REPEATABLE READ snapshot held throughout" : "")
+            << "\n";
   std::vector<std::map<std::int64_t, std::int64_t>> per_writer(latency.writers);
   const std::int64_t writing_started_us = wall_clock_us();
   {
@@ -166,8 +180,13 @@ int latency(const Options& options, const LatencyOptions& latency) {
                                      receipts.receipts().size() < committed.size() + 1)) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
+  if (held) held->abort();
   const auto received = receipts.receipts();
   std::vector<double> to_ack, to_consumer;
+  // The first and the last fifth of the counted rows, by commit time: a lag that grows while a
+  // snapshot is held shows as a late fifth slower than the early one.
+  std::vector<double> early, late;
+  const std::int64_t counted_us = static_cast<std::int64_t>(latency.seconds) * 1'000'000;
   long slow_acks = 0;
   std::set<std::int64_t> slow_windows;
   pqxx::nontransaction tx{connection};
@@ -178,6 +197,8 @@ int latency(const Options& options, const LatencyOptions& latency) {
     const auto commit = committed.find(id);
     if (commit == committed.end() || commit->second < counted_from) continue;
     to_ack.push_back(static_cast<double>(row[1].as<std::int64_t>() - commit->second) / 1000);
+    if (commit->second < counted_from + counted_us / 5) early.push_back(to_ack.back());
+    if (commit->second >= counted_from + counted_us * 4 / 5) late.push_back(to_ack.back());
     if (to_ack.back() > kSlowAckMs) {
       ++slow_acks;
       slow_windows.insert(commit->second / kStallWindowUs);
@@ -195,7 +216,10 @@ int latency(const Options& options, const LatencyOptions& latency) {
             << " consumed=" << to_consumer.size()
             << milliseconds_figures("ack", Percentiles(to_ack)) << " ack_over_20ms=" << slow_acks
             << " ack_over_20ms_windows=" << slow_windows.size()
-            << milliseconds_figures("consumer", Percentiles(to_consumer)) << "\n";
+            << milliseconds_figures("consumer", Percentiles(to_consumer))
+            << " snapshot_held=" << (latency.hold_snapshot ? "on" : "off")
+            << milliseconds_figures("early_ack", Percentiles(early))
+            << milliseconds_figures("late_ack", Percentiles(late)) << "\n";
   return 0;
 }
 

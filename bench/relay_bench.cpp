@@ -43,6 +43,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   latency_command->add_option("--writers", latency_options.writers, "Writer connections")
       ->capture_default_str();
+  latency_command->add_flag(
+      "--hold-snapshot", latency_options.hold_snapshot,
+      "Hold a REPEATABLE READ snapshot in the database for the whole run (a long transaction)");
   bool with_notify = false;
   latency_command->add_flag("--notify", with_notify,
                             "NOTIFY wake-up instead of the default adaptive polling");
