@@ -44,6 +44,40 @@ void create_topic(const Options& options, const std::string& topic, int partitio
   test::create_topic(options.kafka, topic, partitions, configs);
 }
 
+std::unique_ptr<RdKafka::KafkaConsumer> subscribed_consumer(
+    const std::string& bootstrap, const std::string& topic,
+    const std::map<std::string, std::string>& settings) {
+  std::string error;
+  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+  std::map<std::string, std::string> all{{"bootstrap.servers", bootstrap},
+                                         {"group.id", topic},
+                                         {"auto.offset.reset", "earliest"},
+                                         {"enable.auto.commit", "false"}};
+  for (const auto& [name, value] : settings) all[name] = value;
+  for (const auto& [name, value] : all) {
+    if (conf->set(name, value, error) != RdKafka::Conf::CONF_OK) throw std::runtime_error(error);
+  }
+  std::unique_ptr<RdKafka::KafkaConsumer> consumer(
+      RdKafka::KafkaConsumer::create(conf.get(), error));
+  if (!consumer) throw std::runtime_error("consumer: " + error);
+  if (consumer->subscribe({topic}) != RdKafka::ERR_NO_ERROR) {
+    throw std::runtime_error("consumer: cannot subscribe to " + topic);
+  }
+  return consumer;
+}
+
+long paced(double per_second, int seconds, const std::function<void(long)>& send) {
+  const auto interval = std::chrono::duration<double>(1.0 / per_second);
+  const auto start = Clock::now();
+  const long total = static_cast<long>(per_second * seconds);
+  for (long n = 0; n < total; ++n) {
+    std::this_thread::sleep_until(
+        start + std::chrono::duration_cast<Clock::duration>(interval * static_cast<double>(n)));
+    send(n);
+  }
+  return total;
+}
+
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }

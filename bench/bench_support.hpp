@@ -5,11 +5,16 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
+
+namespace RdKafka {
+class KafkaConsumer;
+}
 
 namespace outbox::bench {
 
@@ -37,6 +42,17 @@ void require_kafka(const Options& options);
 /// in scripts/services, which the figures in bench/RESULTS.md were measured with.
 void create_topic(const Options& options, const std::string& topic, int partitions = 3,
                   const std::map<std::string, std::string>& configs = {});
+
+/// A consumer of `topic` from its start (its own group, no offsets committed) with `settings`
+/// added; throws with librdkafka's reason.
+std::unique_ptr<RdKafka::KafkaConsumer> subscribed_consumer(
+    const std::string& bootstrap, const std::string& topic,
+    const std::map<std::string, std::string>& settings = {});
+
+/// Calls `send(n)` for n = 0 .. per_second * seconds - 1 on a fixed schedule from now: open loop,
+/// so a late call goes at once and the schedule does not slip (a writer that waited for its last
+/// commit must not lower the offered rate). Returns how many calls it made.
+long paced(double per_second, int seconds, const std::function<void(long)>& send);
 
 /// A fresh migrated database, dropped by the destructor. Loading goes through plain INSERT ...
 /// SELECT, then VACUUM ANALYZE and CHECKPOINT, so every benchmark starts from the same state.

@@ -37,24 +37,9 @@ std::int64_t wall_clock_us() {
 /// costs no latency (a short one would only make the broker spin, on the cores being measured).
 class ReceiptClock {
  public:
-  ReceiptClock(const std::string& bootstrap, const std::string& topic) {
-    std::string error;
-    std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
-    for (const auto& [name, value] :
-         std::map<std::string, std::string>{{"bootstrap.servers", bootstrap},
-                                            {"group.id", topic},
-                                            {"auto.offset.reset", "earliest"},
-                                            {"enable.auto.commit", "false"},
-                                            // What exactly-once consumers must use; for
-                                            // at-least-once it changes nothing.
-                                            {"isolation.level", "read_committed"}}) {
-      if (conf->set(name, value, error) != RdKafka::Conf::CONF_OK) throw std::runtime_error(error);
-    }
-    consumer_.reset(RdKafka::KafkaConsumer::create(conf.get(), error));
-    if (!consumer_) throw std::runtime_error("consumer: " + error);
-    if (consumer_->subscribe({topic}) != RdKafka::ERR_NO_ERROR) {
-      throw std::runtime_error("consumer: cannot subscribe to " + topic);
-    }
+  ReceiptClock(const std::string& bootstrap, const std::string& topic)
+      // What exactly-once consumers must use; for at-least-once it changes nothing.
+      : consumer_(subscribed_consumer(bootstrap, topic, {{"isolation.level", "read_committed"}})) {
     thread_ = std::thread([this] { consume(); });
   }
   ~ReceiptClock() {
@@ -90,27 +75,22 @@ class ReceiptClock {
   std::map<std::int64_t, std::int64_t> receipts_;
 };
 
-/// One writer connection committing single-row transactions on a fixed schedule (open loop: a late
-/// send goes at once and the schedule does not slip). Returns id -> commit time.
+/// One writer connection committing single-row transactions on a fixed schedule (paced).
+/// Returns id -> commit time.
 std::map<std::int64_t, std::int64_t> write_at_rate(const std::string& url, const std::string& topic,
                                                    int writer, double per_second, int seconds,
                                                    int keys) {
   pqxx::connection connection{url};
   connection.prepare("publish", "SELECT outbox.publish($1, $2, $3::text)");
   std::map<std::int64_t, std::int64_t> committed;
-  const auto interval = std::chrono::duration<double>(1.0 / per_second);
-  const auto start = Clock::now();
-  const long total = static_cast<long>(per_second * seconds);
-  for (long n = 0; n < total; ++n) {
-    std::this_thread::sleep_until(
-        start + std::chrono::duration_cast<Clock::duration>(interval * static_cast<double>(n)));
+  paced(per_second, seconds, [&](long n) {
     pqxx::nontransaction tx{connection};  // autocommit: the statement's return is the commit
     const auto id =
         tx.exec_prepared1("publish", topic, "key-" + std::to_string((writer * 7919 + n) % keys),
                           R"({"writer":)" + std::to_string(writer) + "}")[0]
             .as<std::int64_t>();
     committed.emplace(id, wall_clock_us());
-  }
+  });
   return committed;
 }
 

@@ -264,24 +264,24 @@ std::string make_race_topic(const Options& options, const std::string& kind, int
   return topic;
 }
 
-struct DrainFigures {
-  double seconds = 0;      ///< from the publisher's start to every row in the topic
-  double steady_rate = 0;  ///< messages per second between 10% and 90% in the topic
-  double cpu_per_million = 0;
-  double peak_rss_mb = 0;
-  double postgres_cpu = 0;  ///< the cluster's CPU seconds over the drain
-};
+/// One run's figures by name (the table lines' tags), so the log and the table take them alike.
+using Figures = std::map<std::string, double>;
 
-DrainFigures drain_once(Side side, const Options& base, const RaceOptions& race, long rows,
-                        int run) {
+/// Debezium's slot in `database` for run `run`, made before any row is written; none for the relay.
+std::unique_ptr<ReplicationSlot> slot_for(Side side, const BenchDatabase& database, int run) {
+  if (side != Side::debezium) return nullptr;
+  return std::make_unique<ReplicationSlot>(
+      database.url(), "race_" + std::to_string(getpid()) + "_" + std::to_string(run));
+}
+
+/// Figures: seconds (from the publisher's start to every row in the topic), steady (messages per
+/// second between 10% and 90% in the topic), cpu_per_million, peak_rss_mb, postgres_cpu (the
+/// cluster's CPU seconds over the drain).
+Figures drain_once(Side side, const Options& base, const RaceOptions& race, long rows, int run) {
   Options options = base;
   const std::string topic = make_race_topic(options, "drain", run);
   BenchDatabase database(options, /*notify=*/false);
-  std::unique_ptr<ReplicationSlot> slot;
-  if (side == Side::debezium) {
-    slot = std::make_unique<ReplicationSlot>(
-        database.url(), "race_" + std::to_string(getpid()) + "_" + std::to_string(run));
-  }
+  const std::unique_ptr<ReplicationSlot> slot = slot_for(side, database, run);
   database.load(topic, rows, "pending", kRowsPerLoadTransaction);
   TopicCounter counter(options.kafka, topic);
   const ClusterCpu cluster(options.server);
@@ -316,31 +316,19 @@ DrainFigures drain_once(Side side, const Options& base, const RaceOptions& race,
       next_progress += std::chrono::seconds(5);
     }
   }
-  DrainFigures figures;
-  figures.seconds = seconds_since(start);
-  figures.steady_rate = *at_90 > *at_10 ? rows * 0.8 / (*at_90 - *at_10) : 0;
-  figures.cpu_per_million = usage.cpu_seconds * 1e6 / static_cast<double>(rows);
-  figures.peak_rss_mb = static_cast<double>(usage.peak_rss_kb) / 1024;
-  figures.postgres_cpu = postgres_cpu;
-  return figures;
+  return {{"seconds", seconds_since(start)},
+          {"steady", *at_90 > *at_10 ? rows * 0.8 / (*at_90 - *at_10) : 0},
+          {"cpu_per_million", usage.cpu_seconds * 1e6 / static_cast<double>(rows)},
+          {"peak_rss_mb", static_cast<double>(usage.peak_rss_kb) / 1024},
+          {"postgres_cpu", postgres_cpu}};
 }
 
 /// Reads every message of a topic from the start and keeps, for each, the broker's append time
 /// minus the insert time its payload starts with (microseconds since the epoch, as text).
 class AppendClock {
  public:
-  AppendClock(const std::string& bootstrap, const std::string& topic) {
-    std::string error;
-    consumer_.reset(
-        RdKafka::KafkaConsumer::create(client_conf(bootstrap, {{"group.id", topic},
-                                                               {"auto.offset.reset", "earliest"},
-                                                               {"enable.auto.commit", "false"}})
-                                           .get(),
-                                       error));
-    if (!consumer_) throw std::runtime_error("consumer: " + error);
-    if (consumer_->subscribe({topic}) != RdKafka::ERR_NO_ERROR) {
-      throw std::runtime_error("consumer: cannot subscribe to " + topic);
-    }
+  AppendClock(const std::string& bootstrap, const std::string& topic)
+      : consumer_(subscribed_consumer(bootstrap, topic)) {
     thread_ = std::thread([this] { consume(); });
   }
   ~AppendClock() {
@@ -380,9 +368,8 @@ class AppendClock {
   std::vector<std::pair<std::int64_t, double>> samples_;
 };
 
-/// One writer connection committing single-row transactions on a fixed schedule (open loop: a
-/// late one goes at once and the schedule does not slip). The payload starts with the insert's
-/// clock_timestamp() in µs. Returns how many it committed.
+/// One writer connection committing single-row transactions on a fixed schedule (paced). The
+/// payload starts with the insert's clock_timestamp() in µs. Returns how many it committed.
 long write_paced(const std::string& url, const std::string& topic, int writer, double per_second,
                  int seconds, const Options& options) {
   pqxx::connection connection{url};
@@ -390,35 +377,21 @@ long write_paced(const std::string& url, const std::string& topic, int writer, d
                      "INSERT INTO outbox.messages (topic, message_key, payload) VALUES ($1, $2,"
                      " convert_to(rpad((extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
                      "::text || ' ', $3, 'x'), 'UTF8'))");
-  const auto interval = std::chrono::duration<double>(1.0 / per_second);
-  const auto start = Clock::now();
-  const long total = static_cast<long>(per_second * seconds);
-  for (long n = 0; n < total; ++n) {
-    std::this_thread::sleep_until(
-        start + std::chrono::duration_cast<Clock::duration>(interval * static_cast<double>(n)));
+  return paced(per_second, seconds, [&](long n) {
     pqxx::nontransaction tx{connection};  // autocommit: one row per transaction
     tx.exec_prepared("insert", topic, "key-" + std::to_string((writer * 7919 + n) % options.keys),
                      options.payload_bytes);
-  }
-  return total;
+  });
 }
 
-struct LatencyFigures {
-  double p50 = 0, p99 = 0, p999 = 0;
-  double writers_rate = 0;         ///< rows per second the writers achieved
-  double postgres_cpu_per_1k = 0;  ///< the cluster's CPU seconds per 1,000 rows written
-  double cpu_per_1k = 0;           ///< the publisher's CPU seconds per 1,000 rows
-};
-
-LatencyFigures latency_once(Side side, const Options& options, const RaceOptions& race, int rate,
-                            int run) {
+/// Figures: p50, p99, p999 (ms), writers_rate (rows per second the writers achieved),
+/// postgres_cpu_per_1k (the cluster's CPU seconds per 1,000 rows written), cpu_per_1k (the
+/// publisher's CPU seconds per 1,000 rows).
+Figures latency_once(Side side, const Options& options, const RaceOptions& race, int rate,
+                     int run) {
   const std::string topic = make_race_topic(options, "latency", run);
   BenchDatabase database(options, /*notify=*/false);
-  std::unique_ptr<ReplicationSlot> slot;
-  if (side == Side::debezium) {
-    slot = std::make_unique<ReplicationSlot>(
-        database.url(), "race_" + std::to_string(getpid()) + "_" + std::to_string(run));
-  }
+  const std::unique_ptr<ReplicationSlot> slot = slot_for(side, database, run);
   database.settle();
   Publisher publisher(side, options, race, database.url(), database.name(), slot.get(), true);
   AppendClock clock(options.kafka, topic);
@@ -465,10 +438,9 @@ LatencyFigures latency_once(Side side, const Options& options, const RaceOptions
   while (clock.count() < static_cast<std::size_t>(committed + 1) && Clock::now() < deadline) {
     std::this_thread::sleep_for(kSample);
   }
-  LatencyFigures figures;
-  figures.postgres_cpu_per_1k = (cluster.seconds() - postgres_before) * 1000 / committed;
-  figures.cpu_per_1k = (publisher.usage().cpu_seconds - cpu_before) * 1000 / committed;
-  figures.writers_rate = static_cast<double>(committed) / writing_seconds;
+  Figures figures{{"postgres_cpu_per_1k", (cluster.seconds() - postgres_before) * 1000 / committed},
+                  {"cpu_per_1k", (publisher.usage().cpu_seconds - cpu_before) * 1000 / committed},
+                  {"writers_rate", static_cast<double>(committed) / writing_seconds}};
   const std::int64_t counted_from = started_us + kWarmUpSeconds * 1'000'000;
   std::vector<double> latencies;
   for (const auto& [inserted, ms] : clock.samples()) {
@@ -479,9 +451,9 @@ LatencyFigures latency_once(Side side, const Options& options, const RaceOptions
               << committed << " rows arrived within 60 s\n";
   }
   const Percentiles percentiles(latencies);
-  figures.p50 = percentiles.at(0.5);
-  figures.p99 = percentiles.at(0.99);
-  figures.p999 = percentiles.at(0.999);
+  figures["p50"] = percentiles.at(0.5);
+  figures["p99"] = percentiles.at(0.99);
+  figures["p999"] = percentiles.at(0.999);
   return figures;
 }
 
@@ -501,6 +473,7 @@ std::string fixed(double value, int precision) {
 /// One line of the table: each run's figure and the median, per side, and how far ahead the
 /// relay is (the ratio oriented so that above 1 means the relay is better).
 struct TableLine {
+  std::string tag;  ///< the figure's name in Figures and in the log
   std::string figure;
   int precision = 1;
   bool lower_is_better = true;
@@ -567,66 +540,62 @@ int race(const Options& options, RaceOptions race) {
   const auto started = std::time(nullptr);
   std::vector<TableLine> lines;
   int run = 0;
-  auto order = [](int round) {
-    return round % 2 == 0 ? std::vector<Side>{Side::debezium, Side::relay}
-                          : std::vector<Side>{Side::relay, Side::debezium};
+  // Each case's runs, sides alternating which goes first, so drift in the machine's state over a
+  // case (a warming broker, a checkpoint) does not favour one side.
+  auto each_run = [&](int runs, const auto& measure) {
+    for (int round = 0; round < runs; ++round) {
+      for (Side side : round % 2 == 0 ? std::vector<Side>{Side::debezium, Side::relay}
+                                      : std::vector<Side>{Side::relay, Side::debezium}) {
+        std::cerr << "bench: " << side_name(side) << ", run " << round + 1 << " of " << runs
+                  << "\n";
+        measure(side, ++run);
+      }
+    }
+  };
+  // Runs one case and adds its lines to the table; each run's figures are logged as they come.
+  auto run_case = [&](const std::string& what, int runs, std::vector<TableLine> case_lines,
+                      const auto& measure) {
+    each_run(runs, [&](Side side, int index) {
+      const Figures figures = measure(side, index);
+      std::cerr << "race " << what << " side=" << side_name(side);
+      for (TableLine& line : case_lines) {
+        const double value = figures.at(line.tag);
+        std::cerr << " " << line.tag << "=" << value;
+        line.runs[side].push_back(value);
+      }
+      std::cerr << "\n";
+    });
+    lines.insert(lines.end(), case_lines.begin(), case_lines.end());
   };
   for (const auto& [rows, runs] : race.drains) {
     const std::string n = thousands(rows);
-    TableLine seconds{"drain " + n + " rows: seconds until all are in the topic", 1, true, {}};
-    TableLine rate{"drain " + n + ": msg/s between 10% and 90% in the topic", 0, false, {}};
-    TableLine cpu{"drain " + n + ": process CPU s per million messages", 1, true, {}};
-    TableLine rss{"drain " + n + ": peak RSS, MB", 0, true, {}};
-    TableLine postgres{"drain " + n + ": PostgreSQL's CPU, s", 1, true, {}};
-    for (int round = 0; round < runs; ++round) {
-      for (Side side : order(round)) {
-        std::cerr << "bench: race drain " << rows << ", " << side_name(side) << ", run "
-                  << round + 1 << " of " << runs << "\n";
-        const DrainFigures figures = drain_once(side, options, race, rows, ++run);
-        std::cerr << "race drain side=" << side_name(side) << " rows=" << rows
-                  << " seconds=" << figures.seconds << " steady=" << figures.steady_rate
-                  << " cpu_per_million=" << figures.cpu_per_million
-                  << " peak_rss_mb=" << figures.peak_rss_mb
-                  << " postgres_cpu=" << figures.postgres_cpu << "\n";
-        seconds.runs[side].push_back(figures.seconds);
-        rate.runs[side].push_back(figures.steady_rate);
-        cpu.runs[side].push_back(figures.cpu_per_million);
-        rss.runs[side].push_back(figures.peak_rss_mb);
-        postgres.runs[side].push_back(figures.postgres_cpu);
-      }
-    }
-    lines.insert(lines.end(), {seconds, rate, cpu, rss, postgres});
+    run_case(
+        "drain rows=" + std::to_string(rows), runs,
+        {{"seconds", "drain " + n + " rows: seconds until all are in the topic", 1, true, {}},
+         {"steady", "drain " + n + ": msg/s between 10% and 90% in the topic", 0, false, {}},
+         {"cpu_per_million", "drain " + n + ": process CPU s per million messages", 1, true, {}},
+         {"peak_rss_mb", "drain " + n + ": peak RSS, MB", 0, true, {}},
+         {"postgres_cpu", "drain " + n + ": PostgreSQL's CPU, s", 1, true, {}}},
+        [&, rows = rows](Side side, int index) {
+          return drain_once(side, options, race, rows, index);
+        });
   }
   for (const auto& [per_second, runs] : race.rates) {
-    const std::string n = thousands(per_second);
-    TableLine p50{"latency at " + n + " rows/s: p50, ms", 1, true, {}};
-    TableLine p99{"latency at " + n + " rows/s: p99, ms", 1, true, {}};
-    TableLine p999{"latency at " + n + " rows/s: p99.9, ms", 1, true, {}};
-    TableLine writers{"latency at " + n + " rows/s: rows/s the " + std::to_string(race.writers) +
-                          " writers achieved",
-                      0,
-                      false,
-                      {}};
-    TableLine postgres{
-        "latency at " + n + " rows/s: PostgreSQL's CPU s per 1,000 rows", 3, true, {}};
-    TableLine cpu{"latency at " + n + " rows/s: process CPU s per 1,000 rows", 3, true, {}};
-    for (int round = 0; round < runs; ++round) {
-      for (Side side : order(round)) {
-        const LatencyFigures figures = latency_once(side, options, race, per_second, ++run);
-        std::cerr << "race latency side=" << side_name(side) << " rate=" << per_second
-                  << " p50=" << figures.p50 << " p99=" << figures.p99 << " p999=" << figures.p999
-                  << " writers_rate=" << figures.writers_rate
-                  << " postgres_cpu_per_1k=" << figures.postgres_cpu_per_1k
-                  << " cpu_per_1k=" << figures.cpu_per_1k << "\n";
-        p50.runs[side].push_back(figures.p50);
-        p99.runs[side].push_back(figures.p99);
-        p999.runs[side].push_back(figures.p999);
-        writers.runs[side].push_back(figures.writers_rate);
-        postgres.runs[side].push_back(figures.postgres_cpu_per_1k);
-        cpu.runs[side].push_back(figures.cpu_per_1k);
-      }
-    }
-    lines.insert(lines.end(), {p50, p99, p999, writers, postgres, cpu});
+    const std::string n = "latency at " + thousands(per_second) + " rows/s: ";
+    run_case("latency rate=" + std::to_string(per_second), runs,
+             {{"p50", n + "p50, ms", 1, true, {}},
+              {"p99", n + "p99, ms", 1, true, {}},
+              {"p999", n + "p99.9, ms", 1, true, {}},
+              {"writers_rate",
+               n + "rows/s the " + std::to_string(race.writers) + " writers achieved",
+               0,
+               false,
+               {}},
+              {"postgres_cpu_per_1k", n + "PostgreSQL's CPU s per 1,000 rows", 3, true, {}},
+              {"cpu_per_1k", n + "process CPU s per 1,000 rows", 3, true, {}}},
+             [&, per_second = per_second](Side side, int index) {
+               return latency_once(side, options, race, per_second, index);
+             });
   }
   char date[64];
   std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&started));
