@@ -44,19 +44,27 @@ void create_topic(const Options& options, const std::string& topic, int partitio
   test::create_topic(options.kafka, topic, partitions, configs);
 }
 
+std::unique_ptr<RdKafka::Conf> client_conf(const std::string& bootstrap,
+                                           const std::map<std::string, std::string>& settings) {
+  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+  std::string error;
+  if (conf->set("bootstrap.servers", bootstrap, error) != RdKafka::Conf::CONF_OK) {
+    throw std::runtime_error(error);
+  }
+  for (const auto& [name, value] : settings) {
+    if (conf->set(name, value, error) != RdKafka::Conf::CONF_OK) throw std::runtime_error(error);
+  }
+  return conf;
+}
+
 std::unique_ptr<RdKafka::KafkaConsumer> subscribed_consumer(
     const std::string& bootstrap, const std::string& topic,
     const std::map<std::string, std::string>& settings) {
-  std::string error;
-  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
-  std::map<std::string, std::string> all{{"bootstrap.servers", bootstrap},
-                                         {"group.id", topic},
-                                         {"auto.offset.reset", "earliest"},
-                                         {"enable.auto.commit", "false"}};
+  std::map<std::string, std::string> all{
+      {"group.id", topic}, {"auto.offset.reset", "earliest"}, {"enable.auto.commit", "false"}};
   for (const auto& [name, value] : settings) all[name] = value;
-  for (const auto& [name, value] : all) {
-    if (conf->set(name, value, error) != RdKafka::Conf::CONF_OK) throw std::runtime_error(error);
-  }
+  const std::unique_ptr<RdKafka::Conf> conf = client_conf(bootstrap, all);
+  std::string error;
   std::unique_ptr<RdKafka::KafkaConsumer> consumer(
       RdKafka::KafkaConsumer::create(conf.get(), error));
   if (!consumer) throw std::runtime_error("consumer: " + error);
@@ -76,6 +84,12 @@ long paced(double per_second, int seconds, const std::function<void(long)>& send
     send(n);
   }
   return total;
+}
+
+std::int64_t wall_clock_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 double seconds_since(Clock::time_point start) {

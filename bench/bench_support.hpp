@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -13,8 +14,9 @@
 #include <vector>
 
 namespace RdKafka {
+class Conf;
 class KafkaConsumer;
-}
+}  // namespace RdKafka
 
 namespace outbox::bench {
 
@@ -32,6 +34,10 @@ struct Options {
   bool exactly_once = false;       ///< kafka.exactly_once for the relay under test
 };
 
+/// Microseconds since the epoch on the system clock, comparable with other processes' clocks on
+/// this machine (PostgreSQL's clock_timestamp(), the broker's LogAppendTime).
+std::int64_t wall_clock_us();
+
 double seconds_since(Clock::time_point start);
 
 /// Throws, naming the fix, when the Kafka broker at options.kafka does not answer within 5 s: a
@@ -42,6 +48,10 @@ void require_kafka(const Options& options);
 /// in scripts/services, which the figures in bench/RESULTS.md were measured with.
 void create_topic(const Options& options, const std::string& topic, int partitions = 3,
                   const std::map<std::string, std::string>& configs = {});
+
+/// A global client configuration: `bootstrap` and `settings`; throws with librdkafka's reason.
+std::unique_ptr<RdKafka::Conf> client_conf(const std::string& bootstrap,
+                                           const std::map<std::string, std::string>& settings);
 
 /// A consumer of `topic` from its start (its own group, no offsets committed) with `settings`
 /// added; throws with librdkafka's reason.

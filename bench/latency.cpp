@@ -26,12 +26,6 @@ constexpr int kWarmUpSeconds = 2;
 constexpr double kSlowAckMs = 20;
 constexpr std::int64_t kStallWindowUs = 100'000;
 
-std::int64_t wall_clock_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 /// Receives every message of one topic and notes, per outbox id, when it arrived. Fetches are
 /// long polls that the broker answers as soon as data arrives, so the default fetch.wait.max.ms
 /// costs no latency (a short one would only make the broker spin, on the cores being measured).

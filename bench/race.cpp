@@ -39,25 +39,6 @@ constexpr long kRowsPerLoadTransaction = 1000;
 enum class Side { debezium, relay };
 const char* side_name(Side side) { return side == Side::debezium ? "Debezium" : "outbox-relay"; }
 
-std::int64_t wall_clock_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-std::unique_ptr<RdKafka::Conf> client_conf(const std::string& bootstrap,
-                                           const std::map<std::string, std::string>& settings) {
-  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
-  std::string error;
-  if (conf->set("bootstrap.servers", bootstrap, error) != RdKafka::Conf::CONF_OK) {
-    throw std::runtime_error(error);
-  }
-  for (const auto& [name, value] : settings) {
-    if (conf->set(name, value, error) != RdKafka::Conf::CONF_OK) throw std::runtime_error(error);
-  }
-  return conf;
-}
-
 /// How many messages a topic holds: the sum of its partitions' end offsets (a ListOffsets request
 /// per partition, nothing read).
 class TopicCounter {
@@ -540,31 +521,26 @@ int race(const Options& options, RaceOptions race) {
   const auto started = std::time(nullptr);
   std::vector<TableLine> lines;
   int run = 0;
-  // Each case's runs, sides alternating which goes first, so drift in the machine's state over a
-  // case (a warming broker, a checkpoint) does not favour one side.
-  auto each_run = [&](int runs, const auto& measure) {
+  // Runs one case and adds its lines to the table, sides alternating which goes first so drift in
+  // the machine's state over a case (a warming broker, a checkpoint) does not favour one side; each
+  // run's figures are logged as they come.
+  auto run_case = [&](const std::string& what, int runs, std::vector<TableLine> case_lines,
+                      const auto& measure) {
     for (int round = 0; round < runs; ++round) {
       for (Side side : round % 2 == 0 ? std::vector<Side>{Side::debezium, Side::relay}
                                       : std::vector<Side>{Side::relay, Side::debezium}) {
-        std::cerr << "bench: " << side_name(side) << ", run " << round + 1 << " of " << runs
-                  << "\n";
-        measure(side, ++run);
+        std::cerr << "bench: race " << what << ", " << side_name(side) << ", run " << round + 1
+                  << " of " << runs << "\n";
+        const Figures figures = measure(side, ++run);
+        std::cerr << "race " << what << " side=" << side_name(side);
+        for (TableLine& line : case_lines) {
+          const double value = figures.at(line.tag);
+          std::cerr << " " << line.tag << "=" << value;
+          line.runs[side].push_back(value);
+        }
+        std::cerr << "\n";
       }
     }
-  };
-  // Runs one case and adds its lines to the table; each run's figures are logged as they come.
-  auto run_case = [&](const std::string& what, int runs, std::vector<TableLine> case_lines,
-                      const auto& measure) {
-    each_run(runs, [&](Side side, int index) {
-      const Figures figures = measure(side, index);
-      std::cerr << "race " << what << " side=" << side_name(side);
-      for (TableLine& line : case_lines) {
-        const double value = figures.at(line.tag);
-        std::cerr << " " << line.tag << "=" << value;
-        line.runs[side].push_back(value);
-      }
-      std::cerr << "\n";
-    });
     lines.insert(lines.end(), case_lines.begin(), case_lines.end());
   };
   for (const auto& [rows, runs] : race.drains) {
