@@ -123,7 +123,7 @@ std::string claim_ids_sql(const RoutingConfig& routing, DeadKeyPolicy dead_key_p
 
 std::string read_one_sql(const RoutingConfig& routing, int lane_mask) {
   return "SELECT " + claim_columns(routing, "$2", lane_mask) +
-         ", 0 AS running FROM outbox.messages m"
+         " FROM outbox.messages m"
          " WHERE m.id = $1 AND m.state = 'pending'";
 }
 
