@@ -127,6 +127,13 @@ const std::vector<Property>& properties() {
        "long is ended by the others and its lanes move; it stops producing before that.",
        1000, 600000,
        [](Config& c, const std::string& v) { c.relay.lease_timeout = milliseconds(to_int(v)); }},
+      {"relay.claim_rescan_interval_ms", ValueKind::integer, "10000", "100..3600000",
+       "Claims start at the lowest id still pending; this often they look from the first id "
+       "again, for rows given an id by hand or long before their transaction wrote.",
+       100, 3600000,
+       [](Config& c, const std::string& v) {
+         c.relay.claim_rescan_interval = milliseconds(to_int(v));
+       }},
       {"relay.backoff_initial_ms", ValueKind::integer, "100", "1..600000",
        "First retry delay after a PostgreSQL or Kafka failure; doubles per failure, with jitter.",
        1, 600000,

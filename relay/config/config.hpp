@@ -62,6 +62,8 @@ struct RelayConfig {
   std::chrono::milliseconds lane_rebalance_interval{1000};
   /// An instance that has not renewed its heartbeat for this long loses its lanes.
   std::chrono::milliseconds lease_timeout{15000};
+  /// How often the claim looks for pending rows from the first id again (claim_floor.hpp).
+  std::chrono::milliseconds claim_rescan_interval{10000};
   std::chrono::milliseconds backoff_initial{100};
   std::chrono::milliseconds backoff_max{30000};
   std::chrono::milliseconds shutdown_timeout{10000};

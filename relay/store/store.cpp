@@ -16,6 +16,7 @@
 #include "relay/core/assert.hpp"
 #include "relay/core/routing.hpp"
 #include "relay/core/text.hpp"
+#include "relay/store/claim_floor.hpp"
 #include "relay/store/lane_settings.hpp"
 #include "relay/store/sql_errors.hpp"
 
@@ -83,7 +84,9 @@ std::string claim_filter(DeadKeyPolicy dead_key_policy, const RoutingConfig& rou
       routing.topic_column + "\" IS NULL OR m.\"" + routing.topic_column +
       "\"::text <> ALL($7::text[]))"
       "   AND (cardinality($8::text[]) = 0 OR m.message_key IS NULL"
-      "        OR m.message_key <> ALL($8::text[]))";
+      "        OR m.message_key <> ALL($8::text[]))"
+      // The claim floor (claim_floor.hpp): the index scan starts here, past the dead entries.
+      "   AND m.id >= $9";
   if (dead_key_policy == DeadKeyPolicy::block) {
     sql +=
         "   AND (m.message_key IS NULL OR NOT EXISTS ("
@@ -121,10 +124,42 @@ std::string claim_ids_sql(const RoutingConfig& routing, DeadKeyPolicy dead_key_p
          " AND $5::bigint > 0 AND $6::bigint > 0 ORDER BY m.id LIMIT $4";
 }
 
+std::string floor_probe_sql(int lane_mask) {
+  // One snapshot for all of it (claim_floor.hpp): the rewinds of the owned lanes, taken; the
+  // lowest pending id from the floor ($3) on, which the index gives at once when the floor is
+  // right; the snapshot's bounds; the id sequence's last value (NULL before its first use).
+  const std::string lane = " & " + std::to_string(lane_mask) + ") = ANY($1::int[])";
+  return "WITH rewound AS (DELETE FROM outbox.claim_rewinds r WHERE (r.key_hash" + lane +
+         " RETURNING r.id)"
+         " SELECT (SELECT min(id) FROM rewound),"
+         "  (SELECT min(m.id) FROM outbox.messages m WHERE m.state = 'pending' AND m.id >= $2"
+         "      AND (hashtext(coalesce(m.message_key, ''))" +
+         lane +
+         "),"
+         "  pg_snapshot_xmin(pg_current_snapshot())::text::bigint,"
+         "  pg_snapshot_xmax(pg_current_snapshot())::text::bigint,"
+         "  pg_sequence_last_value(pg_get_serial_sequence('outbox.messages', 'id')::regclass)";
+}
+
 std::string read_one_sql(const RoutingConfig& routing, int lane_mask) {
   return "SELECT " + claim_columns(routing, "$2", lane_mask) +
          " FROM outbox.messages m"
          " WHERE m.id = $1 AND m.state = 'pending'";
+}
+
+/// Whether the id sequence hands out one value at a time: with a cache, a session takes ids long
+/// before it uses them, and the claim floor's rule does not hold (claim_floor.hpp).
+bool id_sequence_caches_one(pqxx::connection& connection) {
+  pqxx::nontransaction tx{connection};
+  const pqxx::result cache = tx.exec(
+      "SELECT s.seqcache FROM pg_sequence s"
+      " WHERE s.seqrelid = pg_get_serial_sequence('outbox.messages', 'id')::regclass");
+  if (!cache.empty() && cache[0][0].as<std::int64_t>() == 1) return true;
+  store_log()->warn(
+      "event=claim_floor_off reason=\"the sequence of outbox.messages.id caches {} values per "
+      "session\" effect=\"every claim scans from the first pending index entry; set CACHE 1\"",
+      cache.empty() ? std::string("an unknown number of") : cache[0][0].c_str());
+  return false;
 }
 
 /// Unique per process start: a restarted instance on the same host and pid is a new instance.
@@ -223,6 +258,10 @@ struct OutboxStore::Session {
   std::unique_ptr<WakeupReceiver> wakeups;
   std::vector<LaneId> owned_lanes;
   std::string lanes_param;  // owned_lanes as an int[] literal, rebuilt when they change
+  // Off when the id sequence caches more than one value per session (claim_floor.hpp).
+  bool floor_enabled = false;
+  ClaimFloor floor;
+  std::chrono::steady_clock::time_point next_rescan;
 
   explicit Session(const std::string& connection_string) : connection(connection_string) {}
 };
@@ -256,6 +295,8 @@ OutboxStore::~OutboxStore() {
   session_.reset();
 }
 
+std::int64_t OutboxStore::claim_floor() const { return session_ ? session_->floor.floor() : 0; }
+
 bool OutboxStore::connected() const { return session_ && session_->connection.is_open(); }
 
 void OutboxStore::disconnect() noexcept {
@@ -275,6 +316,8 @@ void OutboxStore::ensure_connected() {
                                 claim_sql(routing_, relay_.dead_key_policy, relay_.lanes - 1));
     session->connection.prepare("claim_ids", claim_ids_sql(routing_, relay_.dead_key_policy));
     session->connection.prepare("read_one", read_one_sql(routing_, relay_.lanes - 1));
+    session->connection.prepare("floor_probe", floor_probe_sql(relay_.lanes - 1));
+    session->floor_enabled = id_sequence_caches_one(session->connection);
     pqxx::nontransaction join{session->connection};
     join.exec_params("SELECT pg_advisory_lock_shared($1, 0)", kMemberLockClass);
     join.commit();
@@ -361,6 +404,8 @@ LaneOwnership OutboxStore::rebalance_lanes(bool may_release) {
       }
     }
     std::sort(owned.begin(), owned.end());
+    // The floor was found for the lanes held before; a taken lane's rows may lie below it.
+    if (!ownership.acquired.empty()) session_->floor.reset();
     int released = 0;
     while (may_release && owned.size() > static_cast<std::size_t>(ownership.fair_share)) {
       if (lane_publisher_) {
@@ -570,20 +615,23 @@ ClaimedBatch OutboxStore::claim_batch(std::span<const OutboxId> in_flight,
   const std::string held_param =
       format_text_array(std::vector<std::string>(held_routes.begin(), held_routes.end()));
 
+  if (session_->floor_enabled) probe_floor();
+  const std::int64_t floor = session_->floor.floor();
+
   std::optional<pqxx::result> result;
   try {
     result = run("claim pending rows", [&] {
       pqxx::nontransaction tx{session_->connection};
       return tx.exec_prepared("claim", relay_.lanes - 1, session_->lanes_param, excluded_param,
                               limits.rows, limits.bytes, limits.max_row_bytes, held_param,
-                              format_text_array(quarantined_keys_));
+                              format_text_array(quarantined_keys_), floor);
     });
   } catch (const pqxx::sql_error& error) {
     // Retriable failures were turned into StoreUnavailable by run(); this one is about the data
     // (e.g. a value no expression of the claim can take): find the row instead of failing again.
     store_log()->error("event=claim_failed sqlstate={} error=\"{}\" action=read_rows_one_by_one",
                        error.sqlstate(), printable(error.what(), kReasonBytes));
-    batch.problems = isolate_claim_failure(excluded_param, held_param, limits, batch.rows);
+    batch.problems = isolate_claim_failure(excluded_param, held_param, limits, floor, batch.rows);
     batch.reached_end = batch.rows.empty() && batch.problems.empty();
     return batch;
   }
@@ -597,15 +645,35 @@ ClaimedBatch OutboxStore::claim_batch(std::span<const OutboxId> in_flight,
   return batch;
 }
 
+void OutboxStore::probe_floor() {
+  const auto now = std::chrono::steady_clock::now();
+  if (now >= session_->next_rescan) {
+    session_->floor.rescan();
+    session_->next_rescan = now + relay_.claim_rescan_interval;
+  }
+  const pqxx::row row = run("probe the claim floor", [&] {
+    pqxx::nontransaction tx{session_->connection};
+    return tx.exec_prepared1("floor_probe", session_->lanes_param, session_->floor.floor());
+  });
+  auto optional_id = [&](int column) {
+    return row[column].is_null() ? std::nullopt
+                                 : std::optional<std::int64_t>(row[column].as<std::int64_t>());
+  };
+  session_->floor.observe(
+      ClaimFloor::Probe{/*lowest_pending=*/optional_id(1), /*lowest_rewound=*/optional_id(0),
+                        row[2].as<std::uint64_t>(), row[3].as<std::uint64_t>(), optional_id(4)});
+}
+
 std::vector<RowProblem> OutboxStore::isolate_claim_failure(const std::string& excluded_ids,
                                                            const std::string& held_routes,
                                                            const ClaimLimits& limits,
+                                                           std::int64_t floor,
                                                            std::vector<OutboxRow>& rows) {
   const pqxx::result ids = run("list pending ids", [&] {
     pqxx::nontransaction tx{session_->connection};
     return tx.exec_prepared("claim_ids", relay_.lanes - 1, session_->lanes_param, excluded_ids,
                             limits.rows, limits.bytes, limits.max_row_bytes, held_routes,
-                            format_text_array(quarantined_keys_));
+                            format_text_array(quarantined_keys_), floor);
   });
   std::vector<RowProblem> problems;
   std::int64_t bytes = 0;

@@ -120,6 +120,9 @@ class OutboxStore {
   /// heartbeat row was removed by another (it was taken for dead: its lanes may be gone).
   LaneOwnership rebalance_lanes(bool may_release);
 
+  /// The id from which claims look for pending rows (claim_floor.hpp); 0 without a session.
+  std::int64_t claim_floor() const;
+
   /// This process's instance name in outbox.relay_instances.
   const std::string& instance() const { return instance_; }
 
@@ -184,8 +187,10 @@ class OutboxStore {
   std::vector<std::string> quarantined_keys_;
   std::vector<RowProblem> isolate_claim_failure(const std::string& excluded_ids,
                                                 const std::string& held_routes,
-                                                const ClaimLimits& limits,
+                                                const ClaimLimits& limits, std::int64_t floor,
                                                 std::vector<OutboxRow>& rows);
+  /// Runs the claim floor's probe (a rescan first when one is due) and moves the floor.
+  void probe_floor();
   RowProblem park_as_dead(OutboxId id, std::string reason);
   void end_expired_instances(pqxx::transaction_base& tx, LaneOwnership& ownership);
 };

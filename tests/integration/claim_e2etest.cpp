@@ -4,8 +4,12 @@
 // with rows to publish; one that takes more than its budget breaks the memory bound.
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include <pqxx/pqxx>
 
 #include "relay/store/store.hpp"
 #include "tests/support/services.hpp"
@@ -104,4 +108,117 @@ TEST_CASE("an oversized row does not count against the byte budget and its paylo
   CHECK(batch.rows[0].payload.empty());
   CHECK_FALSE(batch.rows[1].defect.has_value());
   CHECK_FALSE(batch.reached_end);
+}
+
+// The claim floor (relay/store/claim_floor.hpp): claims start at the lowest pending id, so the dead
+// index entries of published rows are not stepped over again; these say when it may not be there.
+
+TEST_CASE(
+    "the claim floor rises to the lowest pending row, but not past a row an open "
+    "transaction may still commit") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  insert_rows(database, 10, 10);
+  Claimer claimer(database);
+  CHECK(claimer.claim(100, 1 << 20).rows.size() == 10);
+  database.execute("UPDATE outbox.messages SET state = 'published'");
+
+  // A writer's transaction that has written before (it has an xid) takes id 11 and stays open
+  // while rows 12..21 commit.
+  pqxx::connection writer_connection = database.connect();
+  pqxx::work writer{writer_connection};
+  writer.exec("SELECT pg_current_xact_id()");
+  const auto late_id = writer
+                           .exec1(
+                               "INSERT INTO outbox.messages (topic, message_key, payload)"
+                               " VALUES ('claim.test', 'late', 'x') RETURNING id")[0]
+                           .as<std::int64_t>();
+  insert_rows(database, 10, 10);
+  for (int i = 0; i < 5; ++i) {
+    CHECK(claimer.claim(100, 1 << 20).rows.size() == 10);
+    CHECK(claimer.store->claim_floor() <= late_id);
+  }
+  writer.commit();
+  const ClaimedBatch after_commit = claimer.claim(100, 1 << 20);
+  REQUIRE(after_commit.rows.size() == 11);
+  CHECK(after_commit.rows.front().id.value == late_id);
+  // Rows claimed and not yet recorded are still pending: the floor never passes them.
+  for (int i = 0; i < 5; ++i) CHECK(claimer.claim(100, 1 << 20).rows.size() == 11);
+  CHECK(claimer.store->claim_floor() == late_id);
+
+  // Everything published, nothing open: within a few probes the floor passes every row.
+  database.execute("UPDATE outbox.messages SET state = 'published'");
+  const auto next_id = std::stoll(database.scalar("SELECT max(id) + 1 FROM outbox.messages"));
+  for (int i = 0; i < 10 && claimer.store->claim_floor() < next_id; ++i) {
+    CHECK(claimer.claim(100, 1 << 20).rows.empty());
+  }
+  CHECK(claimer.store->claim_floor() == next_id);
+}
+
+TEST_CASE("a row made pending again below the floor is claimed at once, without a rescan") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  insert_rows(database, 10, 10);
+  Claimer claimer(database);  // rescans every 10 s: far longer than this test
+  database.execute(
+      "UPDATE outbox.messages SET state = 'dead', last_error = 'test'"
+      " WHERE id = (SELECT min(id) FROM outbox.messages)");
+  database.execute("UPDATE outbox.messages SET state = 'published' WHERE state = 'pending'");
+  const auto dead_id = std::stoll(database.scalar("SELECT min(id) FROM outbox.messages"));
+  for (int i = 0; i < 10 && claimer.store->claim_floor() <= dead_id; ++i) claimer.claim(100, 1000);
+  REQUIRE(claimer.store->claim_floor() > dead_id);
+
+  // The operator requeues the dead row (the sweeper's COMMIT and a writer's commit of a half
+  // message are the same UPDATE to pending).
+  database.execute("SELECT outbox.requeue($1)", dead_id);
+  const ClaimedBatch batch = claimer.claim(100, 1 << 20);
+  REQUIRE(batch.rows.size() == 1);
+  CHECK(batch.rows[0].id.value == dead_id);
+  CHECK(database.scalar("SELECT count(*) FROM outbox.claim_rewinds") == "0");  // note taken
+}
+
+TEST_CASE("a row given an id below the floor by hand is found by the periodic rescan") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  database.execute("SELECT setval(pg_get_serial_sequence('outbox.messages', 'id'), 100)");
+  insert_rows(database, 10, 10);
+  Claimer claimer(database);
+  claimer.config.relay.claim_rescan_interval = std::chrono::milliseconds(300);
+  claimer.store = std::make_unique<OutboxStore>(claimer.config.postgres, claimer.config.routing,
+                                                claimer.config.relay);
+  claimer.store->ensure_connected();
+  claimer.store->rebalance_lanes(/*may_release=*/true);
+  database.execute("UPDATE outbox.messages SET state = 'published'");
+  for (int i = 0; i < 10 && claimer.store->claim_floor() <= 100; ++i) claimer.claim(100, 1000);
+  REQUIRE(claimer.store->claim_floor() > 100);
+
+  database.execute(
+      "INSERT INTO outbox.messages (id, topic, message_key, payload) OVERRIDING SYSTEM VALUE"
+      " VALUES (50, 'claim.test', 'by-hand', 'x')");
+  CHECK(claimer.claim(100, 1 << 20).rows.empty());  // below the floor: the claim does not look
+  bool found = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!found && std::chrono::steady_clock::now() < deadline) {
+    const ClaimedBatch batch = claimer.claim(100, 1 << 20);
+    found = !batch.rows.empty() && batch.rows[0].id.value == 50;
+    if (!found) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  CHECK(found);
+}
+
+TEST_CASE(
+    "with an id sequence that caches values the floor stays off and claims still find "
+    "every row") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  database.execute(
+      "DO $$ BEGIN EXECUTE format('ALTER SEQUENCE %s CACHE 20',"
+      " pg_get_serial_sequence('outbox.messages', 'id')); END $$");
+  insert_rows(database, 10, 10);
+  Claimer claimer(database);
+  database.execute("UPDATE outbox.messages SET state = 'published'");
+  for (int i = 0; i < 5; ++i) CHECK(claimer.claim(100, 1000).rows.empty());
+  CHECK(claimer.store->claim_floor() == 0);
+  insert_rows(database, 3, 10);
+  CHECK(claimer.claim(100, 1 << 20).rows.size() == 3);
 }

@@ -1,0 +1,106 @@
+// The claim floor: an id below which the claim need not look, because no row there is pending in
+// this instance's lanes or ever will be, except by an UPDATE (which leaves a rewind) or by a
+// path the periodic rescan covers.
+//
+// Why: the claim reads messages_pending_idx in id order. Every row the relay marks leaves a dead
+// entry in front of the live ones until VACUUM removes it, and a snapshot held anywhere in the
+// cluster (pg_dump, an analytics query, a standby with hot_standby_feedback) keeps them all; each
+// claim then stepped over every row published since the snapshot was taken. Starting the index
+// scan at the floor steps over none of them.
+//
+// The rule that makes skipping safe. Ids come from a sequence with CACHE 1 (checked: with a larger
+// cache a session hands out ids it took long before, and the floor stays off), so an id is taken
+// before its transaction commits, and a row may become visible well after rows with higher ids.
+// A probe reads, in one snapshot S, the lowest pending id m >= floor of the owned lanes, and S's
+// xmin and xmax; it also reads the sequence's last value, used by the *next* probe (it was then
+// taken before that probe's snapshot). Its candidate C = min(m, next id of the previous probe,
+// rewound ids). A row below C invisible to S belonged to a transaction in progress at S, all of
+// whose xids are below S's xmax. So once a later probe P sees xmin >= S.xmax, every such
+// transaction has ended and P, which scanned from the current floor, saw what they committed:
+// the floor becomes min(C, P's m). A long writing transaction holds the floor (and only it) back.
+//
+// What the rule cannot see, and what covers it: a row that becomes pending by UPDATE (a half
+// message committed, a dead row requeued, a key changed) leaves a rewind row (schema/011), and
+// the probe lowers the floor to it. A row whose id was taken before its transaction had an xid
+// (a BEFORE trigger between the default and the write) or whose id was written by hand
+// (OVERRIDING SYSTEM VALUE) is found by the rescan: every relay.claim_rescan_interval_ms the
+// floor drops to 0 for one probe.
+//
+// Not thread-safe; one per claiming session. Pure logic: tests/unit/claim_floor_test.cpp.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <deque>
+#include <optional>
+
+namespace outbox {
+
+class ClaimFloor {
+ public:
+  /// What one probe read, all in one snapshot except `last_id` (read in the same statement, used
+  /// by the next probe).
+  struct Probe {
+    std::optional<std::int64_t> lowest_pending;  ///< lowest pending id >= floor(), owned lanes
+    std::optional<std::int64_t> lowest_rewound;  ///< lowest id of the rewinds this probe took
+    std::uint64_t snapshot_xmin = 0;
+    std::uint64_t snapshot_xmax = 0;
+    std::optional<std::int64_t> last_id;  ///< the sequence's last value; none before its first use
+  };
+
+  /// Claims look at ids >= this.
+  std::int64_t floor() const { return floor_; }
+
+  void observe(const Probe& probe) {
+    // Promote the newest candidate whose transactions have all ended: those with xmax <= xmin.
+    std::optional<std::int64_t> promoted;
+    while (!candidates_.empty() && candidates_.front().xmax <= probe.snapshot_xmin) {
+      promoted = candidates_.front().id;
+      candidates_.pop_front();
+    }
+    if (promoted) {
+      floor_ = std::max(floor_, std::min(*promoted, probe.lowest_pending.value_or(*promoted)));
+    }
+    // A rewound row is pending below the floor now: look from it again. The queued candidates did
+    // not see it either.
+    if (probe.lowest_rewound) {
+      floor_ = std::min(floor_, *probe.lowest_rewound);
+      for (Candidate& candidate : candidates_) {
+        candidate.id = std::min(candidate.id, *probe.lowest_rewound);
+      }
+    }
+    std::optional<std::int64_t> candidate = probe.lowest_pending;
+    if (previous_last_id_)
+      candidate = std::min(candidate.value_or(*previous_last_id_ + 1), *previous_last_id_ + 1);
+    if (candidate && probe.lowest_rewound) candidate = std::min(*candidate, *probe.lowest_rewound);
+    previous_last_id_ = probe.last_id;
+    if (!candidate || *candidate <= floor_) return;
+    // Bounded: a long writing transaction stops promotion; the newest candidate replaces the last
+    // queued one, which only makes the floor wait for a later xmax.
+    if (candidates_.size() >= kMaxCandidates) candidates_.pop_back();
+    candidates_.push_back(Candidate{*candidate, probe.snapshot_xmax});
+  }
+
+  /// Looks from the start again (the rescan; lanes taken). Queued candidates stay: each is
+  /// combined with the lowest pending id a later probe finds from here.
+  void rescan() { floor_ = 0; }
+
+  /// Forgets everything: a new session, whose last probe may have seen less.
+  void reset() {
+    floor_ = 0;
+    candidates_.clear();
+    previous_last_id_.reset();
+  }
+
+ private:
+  struct Candidate {
+    std::int64_t id;
+    std::uint64_t xmax;
+  };
+  static constexpr std::size_t kMaxCandidates = 64;
+  std::int64_t floor_ = 0;
+  std::deque<Candidate> candidates_;
+  std::optional<std::int64_t> previous_last_id_;
+};
+
+}  // namespace outbox

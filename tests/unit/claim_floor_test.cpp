@@ -1,0 +1,125 @@
+// Specification of the claim floor (relay/store/claim_floor.hpp): it moves up only once every
+// transaction that could still commit a row below it has ended, and then no higher than the
+// lowest pending row a probe found after they ended; a rewind brings it down at once; a rescan
+// looks from the start; with nothing pending it stops at the sequence value read one probe
+// earlier. Snapshots are written as (xmin, xmax) pairs, as pg_current_snapshot() gives them.
+#include <doctest/doctest.h>
+
+#include "relay/store/claim_floor.hpp"
+
+using namespace outbox;
+
+namespace {
+
+ClaimFloor::Probe probe(std::optional<std::int64_t> lowest_pending, std::uint64_t xmin,
+                        std::uint64_t xmax, std::optional<std::int64_t> last_id,
+                        std::optional<std::int64_t> rewound = std::nullopt) {
+  return ClaimFloor::Probe{lowest_pending, rewound, xmin, xmax, last_id};
+}
+
+}  // namespace
+
+TEST_CASE("the floor waits for every transaction in progress at the candidate's snapshot") {
+  ClaimFloor floor;
+  CHECK(floor.floor() == 0);
+  // Row 100 is the lowest pending; transaction 50 was running (it may hold an id below 100).
+  floor.observe(probe(100, 50, 60, 120));
+  CHECK(floor.floor() == 0);
+  // 50 still runs: xmin is 50, below the candidate's xmax 60.
+  floor.observe(probe(100, 50, 70, 130));
+  CHECK(floor.floor() == 0);
+  // Everything below 60 has ended, and row 100 is still the lowest pending.
+  floor.observe(probe(100, 65, 70, 130));
+  CHECK(floor.floor() == 100);
+}
+
+TEST_CASE("a row committed late below the candidate keeps the floor below it") {
+  ClaimFloor floor;
+  floor.observe(probe(100, 50, 60, 120));
+  // Transaction 50 committed row 42: the probe after it ended finds 42 pending (it scanned from
+  // the old floor, 0).
+  floor.observe(probe(42, 61, 70, 130));
+  CHECK(floor.floor() == 42);
+}
+
+TEST_CASE("with nothing pending the floor stops at the sequence value read one probe earlier") {
+  ClaimFloor floor;
+  // No previous sequence value: nothing is known to be taken yet.
+  floor.observe(probe(std::nullopt, 10, 10, 500));
+  floor.observe(probe(std::nullopt, 20, 20, 900));
+  // The first probe's candidate had no bound; the second's is 501 (500 was read before its
+  // snapshot, 900 after: an id up to 900 may belong to a transaction that had no xid yet).
+  floor.observe(probe(std::nullopt, 30, 30, 950));
+  CHECK(floor.floor() == 501);
+  floor.observe(probe(std::nullopt, 40, 40, 950));
+  CHECK(floor.floor() == 901);
+}
+
+TEST_CASE("the sequence bound caps the candidate even when rows are pending above it") {
+  ClaimFloor floor;
+  floor.observe(probe(std::nullopt, 10, 10, 200));
+  floor.observe(probe(700, 20, 20, 800));  // candidate min(700, 201)
+  floor.observe(probe(700, 30, 30, 800));
+  CHECK(floor.floor() == 201);
+}
+
+TEST_CASE("a rewind brings the floor and every queued candidate down to the rewound row") {
+  ClaimFloor floor;
+  floor.observe(probe(100, 10, 10, 120));
+  floor.observe(probe(100, 20, 20, 120));
+  REQUIRE(floor.floor() == 100);
+  floor.observe(probe(150, 25, 30, 160));  // a candidate of 121 (last id 120 + 1) waits for 30
+  // A half message with id 7 was committed: the probe took its rewind note.
+  floor.observe(probe(150, 25, 40, 160, 7));
+  CHECK(floor.floor() == 7);
+  // Once the earlier candidate's transactions end, it is promoted as min(121, 7, lowest pending).
+  floor.observe(probe(7, 45, 45, 160));
+  CHECK(floor.floor() == 7);
+}
+
+TEST_CASE("a rescan looks from the first id and the next promotion comes back up") {
+  ClaimFloor floor;
+  floor.observe(probe(100, 10, 10, 120));
+  floor.observe(probe(100, 20, 20, 120));
+  REQUIRE(floor.floor() == 100);
+  floor.rescan();
+  CHECK(floor.floor() == 0);
+  // From 0 the probe finds row 3, written by hand below the floor; the floor stays at 0 until a
+  // later probe, after the transactions running at this one, promotes it.
+  floor.observe(probe(3, 30, 30, 120));
+  CHECK(floor.floor() == 0);
+  floor.observe(probe(3, 40, 40, 120));
+  CHECK(floor.floor() == 3);
+  // Row 3 published: two probes later the floor is back where the pending rows are.
+  floor.observe(probe(100, 50, 50, 120));
+  CHECK(floor.floor() == 3);
+  floor.observe(probe(100, 60, 60, 120));
+  CHECK(floor.floor() == 100);
+}
+
+TEST_CASE("reset forgets the candidates and the sequence value of a lost session") {
+  ClaimFloor floor;
+  floor.observe(probe(100, 10, 10, 120));
+  floor.reset();
+  floor.observe(probe(std::nullopt, 20, 20, 130));
+  CHECK(floor.floor() == 0);  // the old candidate is gone, and no sequence value is known
+}
+
+TEST_CASE("a long writing transaction holds the floor, and the candidates it queues are bounded") {
+  ClaimFloor floor;
+  for (int i = 0; i < 1000; ++i) {
+    floor.observe(probe(100 + i, 5, 10 + static_cast<std::uint64_t>(i), 2000));
+  }
+  CHECK(floor.floor() == 0);
+  // Transaction 5 ends: the newest promotable candidate is taken.
+  floor.observe(probe(1200, 2000, 2000, 2000));
+  CHECK(floor.floor() >= 100);
+  CHECK(floor.floor() <= 1200);
+}
+
+TEST_CASE("the floor never rises above the lowest pending row found after the wait") {
+  ClaimFloor floor;
+  floor.observe(probe(500, 10, 10, 600));
+  floor.observe(probe(300, 20, 20, 600));  // 500 was promoted as min(500, 300)
+  CHECK(floor.floor() == 300);
+}
