@@ -70,8 +70,10 @@ class ClaimFloor {
       }
     }
     std::optional<std::int64_t> candidate = probe.lowest_pending;
-    if (previous_last_id_)
-      candidate = std::min(candidate.value_or(*previous_last_id_ + 1), *previous_last_id_ + 1);
+    if (previous_last_id_) {
+      const std::int64_t not_yet_taken = *previous_last_id_ + 1;
+      candidate = candidate ? std::min(*candidate, not_yet_taken) : not_yet_taken;
+    }
     if (candidate && probe.lowest_rewound) candidate = std::min(*candidate, *probe.lowest_rewound);
     previous_last_id_ = probe.last_id;
     if (!candidate || *candidate <= floor_) return;

@@ -126,7 +126,7 @@ std::string claim_ids_sql(const RoutingConfig& routing, DeadKeyPolicy dead_key_p
 
 std::string floor_probe_sql(int lane_mask) {
   // One snapshot for all of it (claim_floor.hpp): the rewinds of the owned lanes, taken; the
-  // lowest pending id from the floor ($3) on, which the index gives at once when the floor is
+  // lowest pending id from the floor ($2) on, which the index gives at once when the floor is
   // right; the snapshot's bounds; the id sequence's last value (NULL before its first use).
   const std::string lane = " & " + std::to_string(lane_mask) + ") = ANY($1::int[])";
   return "WITH rewound AS (DELETE FROM outbox.claim_rewinds r WHERE (r.key_hash" + lane +
