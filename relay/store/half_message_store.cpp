@@ -57,7 +57,12 @@ constexpr const char* kRecordSql =
     "                      ELSE m.finished_at END"
     " FROM unnest($1::bigint[], $2::text[], $3::boolean[], $4::text[], $5::bigint[])"
     "   AS u(id, verdict, sent, answer, retry_ms)"
-    " WHERE m.id = u.id AND m.state = 'unknown'";
+    // Whatever join the planner picks, the table is read only at the listed ids ("= ANY($1)"),
+    // never by a scan of the whole unknown-rows index (outcome_store.cpp says why that matters).
+    // That index leads with next_attempt_at, so it cannot look ids up: the state is compared as
+    // text, which keeps the planner from using it at all. It estimated a full bitmap scan of it
+    // cheaper than the lookups, not knowing the dead entries a held snapshot keeps there.
+    " WHERE m.id = u.id AND m.id = ANY($1::bigint[]) AND m.state::text = 'unknown'";
 
 // The fewest columns an UPDATE can touch to take a half message out of the sweep with its reason.
 constexpr const char* kParkSql =
