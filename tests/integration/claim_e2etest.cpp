@@ -267,22 +267,15 @@ TEST_CASE(
   // Index entries returned by the table's indexes (idx_tup_read counts them whether or not the
   // row version they point to is visible: a walk over dead entries counts in full) and rows read
   // sequentially.
-  auto index_reads = [&] {
-    return std::stoll(
-        database.scalar("SELECT coalesce((SELECT sum(idx_tup_read) FROM pg_stat_user_indexes"
-                        "                  WHERE relid = 'outbox.messages'::regclass), 0)"
-                        "     + coalesce((SELECT seq_tup_read FROM pg_stat_user_tables"
-                        "                  WHERE relid = 'outbox.messages'::regclass), 0)"));
-  };
-  // The setup's own reads reach the statistics when its sessions end: wait until they have (the
-  // figure holds still for a second), so that they do not count against the recorder.
-  long long before = index_reads();
-  for (int still = 0, round = 0; still < 10 && round < 200; ++round) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    const long long now = index_reads();
-    still = now == before ? still + 1 : 0;
-    before = now;
-  }
+  const std::string index_reads_sql =
+      "SELECT coalesce((SELECT sum(idx_tup_read) FROM pg_stat_user_indexes"
+      "                  WHERE relid = 'outbox.messages'::regclass), 0)"
+      "     + coalesce((SELECT seq_tup_read FROM pg_stat_user_tables"
+      "                  WHERE relid = 'outbox.messages'::regclass), 0)";
+  auto index_reads = [&] { return std::stoll(database.scalar(index_reads_sql)); };
+  // The setup's own reads, once they have reached the statistics, do not count against the
+  // recorder.
+  const long long before = database.settled_figure(index_reads_sql);
   PostgresConfig postgres;
   postgres.url = database.url() + "?options=" + options;
   OutcomeStore recorder(postgres, PublishedRows::keep);

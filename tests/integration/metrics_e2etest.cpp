@@ -106,16 +106,21 @@ TEST_CASE("/metrics reports backlog, lag, unknown, dead and published rows of a 
   open_transaction.abort();
 }
 
+/// 100,000 rows published a day ago: the audit history a user keeps, which no gauge may read.
+static void keep_published_history(const TestDatabase& database) {
+  database.execute(
+      "INSERT INTO outbox.messages (topic, payload, state, created_at, published_at)"
+      " SELECT 'history', 'x', 'published', now() - interval '1 day', now() - interval '1 day'"
+      "   FROM generate_series(1, 100000)");
+}
+
 TEST_CASE("the lag gauges' count of recently finished rows never reads the kept history") {
   REQUIRE_SERVICES();
   TestDatabase database;
   // 100,000 rows published a day ago (audit history) and 10 in the last minute. The query may
   // touch the index pages and rows of those 10; reading the history costs hundreds of pages or
   // more, whether through the index (as with clock_timestamp(), which cannot bound it) or not.
-  database.execute(
-      "INSERT INTO outbox.messages (topic, payload, state, created_at, published_at)"
-      " SELECT 'history', 'x', 'published', now() - interval '1 day', now() - interval '1 day'"
-      "   FROM generate_series(1, 100000)");
+  keep_published_history(database);
   database.execute(
       "INSERT INTO outbox.messages (topic, payload, state, published_at)"
       " SELECT 'recent', 'x', 'published', now() FROM generate_series(1, 10)");
@@ -139,33 +144,17 @@ TEST_CASE("a refresh of the lag gauges reads none of the kept history") {
   REQUIRE_SERVICES();
   TestDatabase database;
   // 100,000 rows published a day ago, and one row of each other state.
-  database.execute(
-      "INSERT INTO outbox.messages (topic, payload, state, created_at, published_at)"
-      " SELECT 'history', 'x', 'published', now() - interval '1 day', now() - interval '1 day'"
-      "   FROM generate_series(1, 100000)");
+  keep_published_history(database);
   database.execute(
       "INSERT INTO outbox.messages (topic, payload, state, last_error, last_check_answer)"
       " SELECT 'now', 'x', s::outbox.row_state, 'why', 'UNKNOWN'"
       "   FROM unnest(ARRAY['pending', 'unknown', 'dead']) s");
   database.execute("ANALYZE outbox.messages");
-  // Heap pages of the table read by sessions that have ended (PostgreSQL reports a session's
-  // reads when it ends): wait until the setup's figure holds still.
-  auto pages_read = [&] {
-    return std::stoll(
-        database.scalar("SELECT coalesce(heap_blks_hit, 0) + coalesce(heap_blks_read, 0)"
-                        " FROM pg_statio_user_tables WHERE relid = 'outbox.messages'::regclass"));
-  };
-  auto settled = [&] {
-    long long figure = pages_read();
-    for (int still = 0, round = 0; still < 10 && round < 200; ++round) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      const long long now = pages_read();
-      still = now == figure ? still + 1 : 0;
-      figure = now;
-    }
-    return figure;
-  };
-  const long long before = settled();
+  // Heap pages of the table read by sessions that have ended.
+  const std::string pages_read_sql =
+      "SELECT coalesce(heap_blks_hit, 0) + coalesce(heap_blks_read, 0)"
+      " FROM pg_statio_user_tables WHERE relid = 'outbox.messages'::regclass";
+  const long long before = database.settled_figure(pages_read_sql);
   {
     outbox::PostgresConfig postgres;
     postgres.url = database.url();
@@ -176,7 +165,7 @@ TEST_CASE("a refresh of the lag gauges reads none of the kept history") {
   }  // its session ends here and reports what it read
   // The rows of interest share a page or two; without an index over dead rows, counting them read
   // the history too: 1,339 pages.
-  const long long read = settled() - before;
+  const long long read = database.settled_figure(pages_read_sql) - before;
   CHECK(read > 0);
   CHECK(read < 50);
 }

@@ -1,5 +1,8 @@
 #include "tests/support/test_database.hpp"
 
+#include <chrono>
+#include <thread>
+
 #include "relay/store/store.hpp"
 #include "tests/support/services.hpp"
 
@@ -35,6 +38,17 @@ std::string TestDatabase::scalar(const std::string& sql) const {
 
 long long TestDatabase::count(const std::string& where_clause) const {
   return std::stoll(scalar("SELECT count(*) FROM outbox.messages WHERE " + where_clause));
+}
+
+long long TestDatabase::settled_figure(const std::string& sql) const {
+  long long figure = std::stoll(scalar(sql));
+  for (int still = 0, round = 0; still < 10 && round < 200; ++round) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const long long now = std::stoll(scalar(sql));
+    still = now == figure ? still + 1 : 0;
+    figure = now;
+  }
+  return figure;
 }
 
 }  // namespace outbox::test

@@ -28,6 +28,9 @@ class TestDatabase {
   /// Runs one statement in its own transaction and returns the first column of the first row.
   std::string scalar(const std::string& sql) const;
   long long count(const std::string& where_clause) const;
+  /// The number `sql` reads (from PostgreSQL's statistics views) once it has held still for a
+  /// second, or after 20 s: a session's reads reach those views only when it ends or goes idle.
+  long long settled_figure(const std::string& sql) const;
 
  private:
   std::string name_;
