@@ -81,10 +81,15 @@ LagSnapshot LagReader::read() {
     }
     snapshot.oldest_unknown_age_seconds =
         tx.exec1("SELECT " + age + " FROM outbox.messages WHERE state = 'unknown'")[0].as<double>();
-    // The unknown rows' partial index serves it; there are as many as are undecided.
-    if (const auto answer = tx.exec(
-            "SELECT left(last_check_answer, 300) FROM outbox.messages"
-            " WHERE state = 'unknown' AND last_check_answer IS NOT NULL ORDER BY id LIMIT 1");
+    // The unknown rows' partial index serves it; there are as many as are undecided. Written as a
+    // materialized CTE, so the planner cannot take the ORDER BY id LIMIT 1 to the primary key and
+    // walk the whole table in id order looking for an unknown row: it did, on a table not yet
+    // analyzed, and took 0.7 s at 400,000 rows.
+    if (const auto answer =
+            tx.exec("WITH answered AS MATERIALIZED ("
+                    "  SELECT id, last_check_answer FROM outbox.messages"
+                    "   WHERE state = 'unknown' AND last_check_answer IS NOT NULL)"
+                    " SELECT left(last_check_answer, 300) FROM answered ORDER BY id LIMIT 1");
         !answer.empty()) {
       snapshot.oldest_unknown_answer = answer[0][0].c_str();
     }

@@ -149,7 +149,14 @@ TEST_CASE("a refresh of the lag gauges reads none of the kept history") {
       "INSERT INTO outbox.messages (topic, payload, state, last_error, last_check_answer)"
       " SELECT 'now', 'x', s::outbox.row_state, 'why', 'UNKNOWN'"
       "   FROM unnest(ARRAY['pending', 'unknown', 'dead']) s");
-  database.execute("ANALYZE outbox.messages");
+  // With column statistics, and with only VACUUM's row count (autovacuum analyzes later): the
+  // planner then guessed hundreds of unknown rows and read the primary key in id order for the
+  // oldest one's answer, the whole table.
+  SUBCASE("analyzed") { database.execute("ANALYZE outbox.messages"); }
+  SUBCASE("vacuumed, not yet analyzed") {
+    pqxx::connection connection = database.connect();
+    pqxx::nontransaction{connection}.exec("VACUUM outbox.messages");
+  }
   // Heap pages of the table read by sessions that have ended.
   const std::string pages_read_sql =
       "SELECT coalesce(heap_blks_hit, 0) + coalesce(heap_blks_read, 0)"
