@@ -23,8 +23,9 @@
 // message committed, a dead row requeued, a key changed) leaves a rewind row (schema/011), and
 // the probe lowers the floor to it. A row whose id was taken before its transaction had an xid
 // (a BEFORE trigger between the default and the write) or whose id was written by hand
-// (OVERRIDING SYSTEM VALUE) is found by the rescan: every relay.claim_rescan_interval_ms the
-// floor drops to 0 for one probe.
+// (OVERRIDING SYSTEM VALUE) is found by the rescan (floor_rescanner.hpp), which looks below the
+// floor every relay.claim_rescan_interval_ms, on its own session; what it finds comes in as a
+// rewind does. Lowering the floor is always safe: it only makes claims look further back.
 //
 // Not thread-safe; one per claiming session. Pure logic: tests/unit/claim_floor_test.cpp.
 #pragma once
@@ -42,7 +43,8 @@ class ClaimFloor {
   /// by the next probe).
   struct Probe {
     std::optional<std::int64_t> lowest_pending;  ///< lowest pending id >= floor(), owned lanes
-    std::optional<std::int64_t> lowest_rewound;  ///< lowest id of the rewinds this probe took
+    /// Lowest id of the rewinds this probe took, and of a row the rescan found below the floor.
+    std::optional<std::int64_t> lowest_rewound;
     std::uint64_t snapshot_xmin = 0;
     std::uint64_t snapshot_xmax = 0;
     std::optional<std::int64_t> last_id;  ///< the sequence's last value; none before its first use
@@ -82,10 +84,6 @@ class ClaimFloor {
     if (candidates_.size() >= kMaxCandidates) candidates_.pop_back();
     candidates_.push_back(Candidate{*candidate, probe.snapshot_xmax});
   }
-
-  /// Looks from the start again (the rescan; lanes taken). Queued candidates stay: each is
-  /// combined with the lowest pending id a later probe finds from here.
-  void rescan() { floor_ = 0; }
 
   /// Forgets everything: a new session, whose last probe may have seen less.
   void reset() {

@@ -17,6 +17,7 @@
 #include "relay/core/routing.hpp"
 #include "relay/core/text.hpp"
 #include "relay/store/claim_floor.hpp"
+#include "relay/store/floor_rescanner.hpp"
 #include "relay/store/lane_settings.hpp"
 #include "relay/store/sql_errors.hpp"
 
@@ -34,6 +35,12 @@ constexpr int kSessionTcpUserTimeoutMs = 10000;
 // What a row weighs for the claim's byte budget.
 constexpr std::string_view kRowBytes =
     "(coalesce(octet_length(m.payload), 0) + coalesce(octet_length(m.message_key), 0))::bigint";
+
+// A row's lane: its key hashed the same way by every instance; keyless rows all share the lane of
+// '' so they keep their id order. `mask` is lanes - 1, as a literal or a parameter.
+std::string lane_of_row(std::string_view mask) {
+  return "(hashtext(coalesce(m.message_key, '')) & " + std::string(mask) + ")";
+}
 
 class WakeupReceiver final : public pqxx::notification_receiver {
  public:
@@ -61,14 +68,13 @@ std::string claim_columns(const RoutingConfig& routing, std::string_view max_row
          " CASE WHEN isfinite(m.created_at)"
          "      THEN (date_part('epoch', m.created_at) * 1000)::bigint END AS created_ms,"
          " " +
-         std::string(kRowBytes) + " AS size," +
+         std::string(kRowBytes) + " AS size, " +
          // The lane, as the claim's filter computes it: exactly-once markers are kept per lane.
-         " hashtext(coalesce(m.message_key, '')) & " + std::to_string(lane_mask) + " AS lane";
+         lane_of_row(std::to_string(lane_mask)) + " AS lane";
 }
 
 std::string claim_filter(DeadKeyPolicy dead_key_policy, const RoutingConfig& routing) {
-  // The lane filter hashes the key the same way for every instance; keyless rows all share the
-  // lane of '' so they keep their id order. The partial index keeps the scan to pending rows.
+  // The partial index keeps the scan to pending rows.
   // The in-flight ids are skipped through a hashed subplan, built once per claim. "<> ALL($3)"
   // is hashed only when the array is a constant, in a custom plan; in the generic plan that
   // PostgreSQL picks for the prepared claim (by the table's size) it compared each row with each
@@ -78,7 +84,9 @@ std::string claim_filter(DeadKeyPolicy dead_key_policy, const RoutingConfig& rou
   std::string sql =
       " FROM outbox.messages m"
       " WHERE m.state = 'pending'"
-      "   AND (hashtext(coalesce(m.message_key, '')) & $1) = ANY($2::int[])"
+      "   AND " +
+      lane_of_row("$1") +
+      " = ANY($2::int[])"
       "   AND m.id NOT IN (SELECT unnest($3::bigint[]))"
       "   AND (cardinality($7::text[]) = 0 OR m.\"" +
       routing.topic_column + "\" IS NULL OR m.\"" + routing.topic_column +
@@ -128,17 +136,25 @@ std::string floor_probe_sql(int lane_mask) {
   // One snapshot for all of it (claim_floor.hpp): the rewinds of the owned lanes, taken; the
   // lowest pending id from the floor ($2) on, which the index gives at once when the floor is
   // right; the snapshot's bounds; the id sequence's last value (NULL before its first use).
-  const std::string lane = " & " + std::to_string(lane_mask) + ") = ANY($1::int[])";
-  return "WITH rewound AS (DELETE FROM outbox.claim_rewinds r WHERE (r.key_hash" + lane +
-         " RETURNING r.id)"
+  const std::string mask = std::to_string(lane_mask);
+  return "WITH rewound AS (DELETE FROM outbox.claim_rewinds r WHERE (r.key_hash & " + mask +
+         ") = ANY($1::int[]) RETURNING r.id)"
          " SELECT (SELECT min(id) FROM rewound),"
          "  (SELECT min(m.id) FROM outbox.messages m WHERE m.state = 'pending' AND m.id >= $2"
-         "      AND (hashtext(coalesce(m.message_key, ''))" +
-         lane +
-         "),"
+         "      AND " +
+         lane_of_row(mask) +
+         " = ANY($1::int[])),"
          "  pg_snapshot_xmin(pg_current_snapshot())::text::bigint,"
          "  pg_snapshot_xmax(pg_current_snapshot())::text::bigint,"
          "  pg_sequence_last_value(pg_get_serial_sequence('outbox.messages', 'id')::regclass)";
+}
+
+std::string rescan_sql(int lane_mask) {
+  // The lowest pending id below the floor ($2) in the lanes ($1): rows the floor's rule cannot
+  // see (claim_floor.hpp). Named in a comment so that pg_stat_activity tells its session.
+  return "SELECT /* claim floor rescan */ min(m.id) FROM outbox.messages m"
+         " WHERE m.state = 'pending' AND m.id < $2 AND " +
+         lane_of_row(std::to_string(lane_mask)) + " = ANY($1::int[])";
 }
 
 std::string read_one_sql(const RoutingConfig& routing, int lane_mask) {
@@ -318,6 +334,9 @@ void OutboxStore::ensure_connected() {
     session->connection.prepare("read_one", read_one_sql(routing_, relay_.lanes - 1));
     session->connection.prepare("floor_probe", floor_probe_sql(relay_.lanes - 1));
     session->floor_enabled = id_sequence_caches_one(session->connection);
+    if (session->floor_enabled && !rescanner_) {
+      rescanner_ = std::make_unique<FloorRescanner>(postgres_, rescan_sql(relay_.lanes - 1));
+    }
     pqxx::nontransaction join{session->connection};
     join.exec_params("SELECT pg_advisory_lock_shared($1, 0)", kMemberLockClass);
     join.commit();
@@ -646,9 +665,11 @@ ClaimedBatch OutboxStore::claim_batch(std::span<const OutboxId> in_flight,
 }
 
 void OutboxStore::probe_floor() {
+  // The rescan's answer, if one came, is taken before its next request: each is used once.
+  std::optional<std::int64_t> rescanned = rescanner_->take_found();
   const auto now = std::chrono::steady_clock::now();
-  if (now >= session_->next_rescan) {
-    session_->floor.rescan();
+  if (now >= session_->next_rescan &&
+      rescanner_->request(session_->lanes_param, session_->floor.floor())) {
     session_->next_rescan = now + relay_.claim_rescan_interval;
   }
   const pqxx::row row = run("probe the claim floor", [&] {
@@ -659,9 +680,11 @@ void OutboxStore::probe_floor() {
     return row[column].is_null() ? std::nullopt
                                  : std::optional<std::int64_t>(row[column].as<std::int64_t>());
   };
-  session_->floor.observe(
-      ClaimFloor::Probe{/*lowest_pending=*/optional_id(1), /*lowest_rewound=*/optional_id(0),
-                        row[2].as<std::uint64_t>(), row[3].as<std::uint64_t>(), optional_id(4)});
+  std::optional<std::int64_t> lowered = optional_id(0);
+  if (rescanned) lowered = std::min(lowered.value_or(*rescanned), *rescanned);
+  session_->floor.observe(ClaimFloor::Probe{/*lowest_pending=*/optional_id(1),
+                                            /*lowest_rewound=*/lowered, row[2].as<std::uint64_t>(),
+                                            row[3].as<std::uint64_t>(), optional_id(4)});
 }
 
 std::vector<RowProblem> OutboxStore::isolate_claim_failure(const std::string& excluded_ids,

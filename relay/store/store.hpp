@@ -20,6 +20,8 @@ class transaction_base;
 
 namespace outbox {
 
+class FloorRescanner;
+
 /// PostgreSQL could not be reached or dropped the connection, or a statement hit a transient
 /// condition (serialization failure, admin shutdown, too many connections). The caller backs off
 /// and retries; the store reconnects on its next use. Anything else the store throws is a bug or a
@@ -181,6 +183,7 @@ class OutboxStore {
   RelayConfig relay_;
   std::string instance_;
   std::unique_ptr<Session> session_;
+  std::unique_ptr<FloorRescanner> rescanner_;  ///< once a session has the floor on
   std::optional<std::string> lane_publisher_;
   std::vector<std::string> terminate_refused_;  ///< instances we could not end (logged once)
   std::vector<std::int64_t> quarantined_ids_;
@@ -189,7 +192,8 @@ class OutboxStore {
                                                 const std::string& held_routes,
                                                 const ClaimLimits& limits, std::int64_t floor,
                                                 std::vector<OutboxRow>& rows);
-  /// Runs the claim floor's probe (a rescan first when one is due) and moves the floor.
+  /// Runs the claim floor's probe, with the rescan's answer if one came (and asks for the next
+  /// rescan when it is due), and moves the floor.
   void probe_floor();
   RowProblem park_as_dead(OutboxId id, std::string reason);
   void end_expired_instances(pqxx::transaction_base& tx, LaneOwnership& ownership);

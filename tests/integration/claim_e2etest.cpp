@@ -4,7 +4,12 @@
 // with rows to publish; one that takes more than its budget breaks the memory bound.
 #include <doctest/doctest.h>
 
+#include <signal.h>
+
+#include <algorithm>
 #include <chrono>
+#include <future>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,8 +28,10 @@ using namespace outbox::test;
 namespace {
 
 struct Claimer {
-  explicit Claimer(const TestDatabase& database) {
+  explicit Claimer(const TestDatabase& database,
+                   std::optional<std::chrono::milliseconds> rescan_interval = std::nullopt) {
     config.postgres.url = database.url();
+    if (rescan_interval) config.relay.claim_rescan_interval = *rescan_interval;
     store = std::make_unique<OutboxStore>(config.postgres, config.routing, config.relay);
     store->ensure_connected();
     store->rebalance_lanes(/*may_release=*/true);
@@ -179,25 +186,77 @@ TEST_CASE("a row made pending again below the floor is claimed at once, without 
   CHECK(database.scalar("SELECT count(*) FROM outbox.claim_rewinds") == "0");  // note taken
 }
 
-TEST_CASE("a row given an id below the floor by hand is found by the periodic rescan") {
-  REQUIRE_SERVICES();
+/// Stops one PostgreSQL backend (SIGSTOP) until destroyed: a session that hangs mid-statement.
+class FrozenBackend {
+ public:
+  explicit FrozenBackend(int pid) : pid_(pid) { frozen_ = ::kill(pid_, SIGSTOP) == 0; }
+  ~FrozenBackend() { thaw(); }
+  FrozenBackend(const FrozenBackend&) = delete;
+  FrozenBackend& operator=(const FrozenBackend&) = delete;
+  bool frozen() const { return frozen_; }
+  void thaw() {
+    if (frozen_) ::kill(pid_, SIGCONT);
+    frozen_ = false;
+  }
+
+ private:
+  int pid_;
+  bool frozen_ = false;
+};
+
+TEST_CASE(
+    "a row given an id below the floor by hand is found by the periodic rescan, which never holds "
+    "claims up, even when its session hangs") {
+  REQUIRE_FAULTABLE_SERVICES();
   TestDatabase database;
   database.execute("SELECT setval(pg_get_serial_sequence('outbox.messages', 'id'), 100)");
   insert_rows(database, 10, 10);
-  Claimer claimer(database);
-  claimer.config.relay.claim_rescan_interval = std::chrono::milliseconds(300);
-  claimer.store = std::make_unique<OutboxStore>(claimer.config.postgres, claimer.config.routing,
-                                                claimer.config.relay);
-  claimer.store->ensure_connected();
-  claimer.store->rebalance_lanes(/*may_release=*/true);
+  Claimer claimer(database, std::chrono::milliseconds(300));
   database.execute("UPDATE outbox.messages SET state = 'published'");
   for (int i = 0; i < 10 && claimer.store->claim_floor() <= 100; ++i) claimer.claim(100, 1000);
   REQUIRE(claimer.store->claim_floor() > 100);
 
+  // The rescan looks on a session of its own (named in its statement), not the claims' one: under
+  // a held snapshot its look steps over every dead index entry below the floor.
+  const std::string rescan_backend_sql =
+      "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+      " AND state = 'idle' AND query LIKE '%claim floor rescan%' AND pid <> pg_backend_pid()";
+  std::string rescan_pid;
+  const auto found_by = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (rescan_pid.empty() && std::chrono::steady_clock::now() < found_by) {
+    claimer.claim(100, 1000);
+    pqxx::connection connection = database.connect();
+    pqxx::nontransaction tx{connection};
+    if (const auto pids = tx.exec(rescan_backend_sql); !pids.empty())
+      rescan_pid = pids[0][0].c_str();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  REQUIRE_FALSE(rescan_pid.empty());
+
+  // Its session hangs: claims go on (each returns, with the rows above the floor) for several
+  // rescan intervals, and the row written by hand below the floor waits for the rescan.
+  FrozenBackend frozen(std::stoi(rescan_pid));
+  REQUIRE(frozen.frozen());
   database.execute(
       "INSERT INTO outbox.messages (id, topic, message_key, payload) OVERRIDING SYSTEM VALUE"
       " VALUES (50, 'claim.test', 'by-hand', 'x')");
-  CHECK(claimer.claim(100, 1 << 20).rows.empty());  // below the floor: the claim does not look
+  insert_rows(database, 5, 10);
+  std::vector<std::int64_t> claimed;
+  const auto stuck_until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
+  while (std::chrono::steady_clock::now() < stuck_until) {
+    auto claim = std::async(std::launch::async, [&] { return claimer.claim(100, 1 << 20); });
+    if (claim.wait_for(std::chrono::seconds(5)) != std::future_status::ready) {
+      frozen.thaw();  // so the claim, and the test, can end
+      FAIL("a claim waited for the hung rescan");
+    }
+    claimed = ids_of(claim.get());
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  CHECK(claimed.size() == 5);
+  CHECK(std::find(claimed.begin(), claimed.end(), 50) == claimed.end());
+
+  // Back: within a few rescan intervals the floor comes down to the row and a claim takes it.
+  frozen.thaw();
   bool found = false;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (!found && std::chrono::steady_clock::now() < deadline) {
