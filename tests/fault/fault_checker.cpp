@@ -54,6 +54,7 @@ struct Options {
   int rollback_percent = 10;
   int late_percent = 1;
   int late_seconds = 3;
+  int rate = 0;  ///< transactions per second, all writers together (0: as fast as they go)
   int drain_timeout_seconds = 180;
   int half_percent = 0;            ///< events written as half messages
   int crash_percent = 20;          ///< of half messages: the writer dies after deciding
@@ -178,8 +179,14 @@ class Writer {
 
   void run() {
     connection_ = connect(options_.database_url, counts_);
-    const auto deadline = Clock::now() + std::chrono::seconds(options_.seconds);
+    const auto start = Clock::now();
+    const auto deadline = start + std::chrono::seconds(options_.seconds);
     for (long n = 0; Clock::now() < deadline; ++n) {
+      if (options_.rate > 0) {
+        // Paced: transaction n of this writer starts no earlier than its share of the rate allows.
+        std::this_thread::sleep_until(
+            start + std::chrono::microseconds(n * 1'000'000LL * options_.writers / options_.rate));
+      }
       const std::string id = "w" + std::to_string(writer_) + "-" + std::to_string(n);
       if (chance(options_.malformed_percent)) {
         write_malformed(id, n);
@@ -665,6 +672,9 @@ int main(int argc, char** argv) {
   app.add_option("--rollback-percent", options.rollback_percent, "Transactions rolled back")
       ->capture_default_str();
   app.add_option("--late-percent", options.late_percent, "Transactions held open before commit")
+      ->capture_default_str();
+  app.add_option("--rate", options.rate,
+                 "Transactions per second, all writers together (0: unpaced)")
       ->capture_default_str();
   app.add_option("--late-seconds", options.late_seconds, "How long a late one is held open")
       ->capture_default_str();
