@@ -57,7 +57,7 @@ class FloorRescanner {
   // (take_found).
   enum class Stage { idle, requested, looking, answered };
 
-  mutable std::mutex mutex_;
+  std::mutex mutex_;
   std::condition_variable wake_;
   Stage stage_ = Stage::idle;
   Request request_;

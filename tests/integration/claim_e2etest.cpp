@@ -19,6 +19,7 @@
 #include "relay/store/half_message_store.hpp"
 #include "relay/store/outcome_store.hpp"
 #include "relay/store/store.hpp"
+#include "tests/support/relay_process.hpp"
 #include "tests/support/services.hpp"
 #include "tests/support/test_database.hpp"
 
@@ -222,16 +223,16 @@ TEST_CASE(
       "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
       " AND state = 'idle' AND query LIKE '%claim floor rescan%' AND pid <> pg_backend_pid()";
   std::string rescan_pid;
-  const auto found_by = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (rescan_pid.empty() && std::chrono::steady_clock::now() < found_by) {
-    claimer.claim(100, 1000);
-    pqxx::connection connection = database.connect();
-    pqxx::nontransaction tx{connection};
-    if (const auto pids = tx.exec(rescan_backend_sql); !pids.empty())
-      rescan_pid = pids[0][0].c_str();
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  REQUIRE_FALSE(rescan_pid.empty());
+  REQUIRE(eventually(
+      [&] {
+        claimer.claim(100, 1000);  // a claim's probe asks for the rescan when it is due
+        pqxx::connection connection = database.connect();
+        pqxx::nontransaction tx{connection};
+        const auto pids = tx.exec(rescan_backend_sql);
+        if (!pids.empty()) rescan_pid = pids[0][0].c_str();
+        return !rescan_pid.empty();
+      },
+      std::chrono::seconds(10)));
 
   // Its session hangs: claims go on (each returns, with the rows above the floor) for several
   // rescan intervals, and the row written by hand below the floor waits for the rescan.
@@ -257,14 +258,12 @@ TEST_CASE(
 
   // Back: within a few rescan intervals the floor comes down to the row and a claim takes it.
   frozen.thaw();
-  bool found = false;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!found && std::chrono::steady_clock::now() < deadline) {
-    const ClaimedBatch batch = claimer.claim(100, 1 << 20);
-    found = !batch.rows.empty() && batch.rows[0].id.value == 50;
-    if (!found) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  CHECK(found);
+  CHECK(eventually(
+      [&] {
+        const ClaimedBatch batch = claimer.claim(100, 1 << 20);
+        return !batch.rows.empty() && batch.rows[0].id.value == 50;
+      },
+      std::chrono::seconds(10)));
 }
 
 TEST_CASE(
