@@ -128,8 +128,9 @@ const std::vector<Property>& properties() {
        1000, 600000,
        [](Config& c, const std::string& v) { c.relay.lease_timeout = milliseconds(to_int(v)); }},
       {"relay.claim_rescan_interval_ms", ValueKind::integer, "10000", "100..3600000",
-       "Claims start at the lowest id still pending; this often a session of its own looks "
-       "below that, for rows given an id by hand or long before their transaction wrote.",
+       "Claims start at the lowest id still pending; this often (or, for a look that took t, "
+       "19t after it) a session of its own looks below that, for rows given an id by hand or "
+       "long before their transaction wrote.",
        100, 3600000,
        [](Config& c, const std::string& v) {
          c.relay.claim_rescan_interval = milliseconds(to_int(v));

@@ -9,8 +9,16 @@
 
 namespace outbox {
 
-FloorRescanner::FloorRescanner(const PostgresConfig& postgres, std::string sql)
-    : session_(std::make_unique<LazySession>(postgres,
+namespace {
+// As the lag gauges' reads (relay/maintenance/lag_monitor.cpp): a background read whose cost grows
+// with what it steps over keeps to this share of the time.
+constexpr double kRescanBusyShare = 0.05;
+}  // namespace
+
+FloorRescanner::FloorRescanner(const PostgresConfig& postgres, std::string sql,
+                               std::chrono::milliseconds interval)
+    : schedule_(interval, kRescanBusyShare),
+      session_(std::make_unique<LazySession>(postgres,
                                              [sql = std::move(sql)](pqxx::connection& connection) {
                                                connection.prepare("rescan", sql);
                                              })),
@@ -28,7 +36,7 @@ FloorRescanner::~FloorRescanner() {
 bool FloorRescanner::request(std::string lanes, std::int64_t floor) {
   {
     std::lock_guard lock(mutex_);
-    if (stage_ != Stage::idle) return false;
+    if (stage_ != Stage::idle || !schedule_.due(PacedSchedule::Clock::now())) return false;
     request_ = Request{std::move(lanes), floor};
     stage_ = Stage::requested;
   }
@@ -51,6 +59,7 @@ void FloorRescanner::run() noexcept {
     stage_ = Stage::looking;
     const Request request = request_;
     lock.unlock();
+    const auto started = PacedSchedule::Clock::now();
     std::optional<std::int64_t> found;
     try {
       const pqxx::row row = session_->run("rescan below the claim floor", [&](pqxx::connection& c) {
@@ -70,7 +79,9 @@ void FloorRescanner::run() noexcept {
           "floor: its id was written by hand or taken long before its commit\"",
           *found, request.floor);
     }
+    const auto ended = PacedSchedule::Clock::now();
     lock.lock();
+    schedule_.ran(started, ended);
     found_ = found;
     stage_ = Stage::answered;
   }

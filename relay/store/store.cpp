@@ -277,7 +277,6 @@ struct OutboxStore::Session {
   // Off when the id sequence caches more than one value per session (claim_floor.hpp).
   bool floor_enabled = false;
   ClaimFloor floor;
-  std::chrono::steady_clock::time_point next_rescan;
 
   explicit Session(const std::string& connection_string) : connection(connection_string) {}
 };
@@ -335,7 +334,8 @@ void OutboxStore::ensure_connected() {
     session->connection.prepare("floor_probe", floor_probe_sql(relay_.lanes - 1));
     session->floor_enabled = id_sequence_caches_one(session->connection);
     if (session->floor_enabled && !rescanner_) {
-      rescanner_ = std::make_unique<FloorRescanner>(postgres_, rescan_sql(relay_.lanes - 1));
+      rescanner_ = std::make_unique<FloorRescanner>(postgres_, rescan_sql(relay_.lanes - 1),
+                                                    relay_.claim_rescan_interval);
     }
     pqxx::nontransaction join{session->connection};
     join.exec_params("SELECT pg_advisory_lock_shared($1, 0)", kMemberLockClass);
@@ -666,12 +666,9 @@ ClaimedBatch OutboxStore::claim_batch(std::span<const OutboxId> in_flight,
 
 void OutboxStore::probe_floor() {
   // The rescan's answer, if one came, is taken before its next request: each is used once.
+  // The rescanner paces its looks itself (floor_rescanner.hpp).
   std::optional<std::int64_t> rescanned = rescanner_->take_found();
-  const auto now = std::chrono::steady_clock::now();
-  if (now >= session_->next_rescan &&
-      rescanner_->request(session_->lanes_param, session_->floor.floor())) {
-    session_->next_rescan = now + relay_.claim_rescan_interval;
-  }
+  rescanner_->request(session_->lanes_param, session_->floor.floor());
   const pqxx::row row = run("probe the claim floor", [&] {
     pqxx::nontransaction tx{session_->connection};
     return tx.exec_prepared1("floor_probe", session_->lanes_param, session_->floor.floor());

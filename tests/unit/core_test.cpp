@@ -111,6 +111,28 @@ TEST_CASE("a paced task that takes long waits long enough to keep to its share o
   }
 }
 
+TEST_CASE("a paced schedule runs every interval while runs are short, and keeps to its share") {
+  // The claim floor's rescan under a held snapshot: each look steps over more dead entries.
+  const PacedSchedule::Clock::time_point t0{};
+  PacedSchedule schedule(10s, 0.05);
+  CHECK(schedule.due(t0));  // the first run at once
+  // A short run: the interval, counted from its start, decides.
+  schedule.ran(t0, t0 + 100ms);
+  CHECK_FALSE(schedule.due(t0 + 9'999ms));
+  CHECK(schedule.due(t0 + 10s));
+  // A run of 2 s at a 5% share: 19 times as long again after its end, past the interval.
+  const auto t1 = t0 + 10s;
+  schedule.ran(t1, t1 + 2s);
+  CHECK_FALSE(schedule.due(t1 + 2s + 37'999ms));
+  CHECK(schedule.due(t1 + 2s + 38s));
+  // A run longer than the interval is not followed by another at once.
+  const auto t2 = t1 + 40s;
+  schedule.ran(t2, t2 + 15s);
+  CHECK_FALSE(schedule.due(t2 + 15s));
+  CHECK(schedule.next() > t2 + 15s + 284'999ms);  // 19 times 15 s, in floating point
+  CHECK(schedule.next() <= t2 + 15s + 285s);
+}
+
 TEST_CASE("a task run every interval waits the interval after each call, not the call's time") {
   using namespace std::chrono;
   using namespace std::chrono_literals;
