@@ -206,6 +206,47 @@ class FrozenBackend {
 };
 
 TEST_CASE(
+    "lanes taken over from an instance that left are claimed from their oldest row, below the "
+    "floor the taking instance had reached, without waiting for a rescan") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  const auto no_rescan = std::chrono::milliseconds(3'600'000);  // after each Claimer's first look
+  Claimer taker(database, no_rescan);
+  auto leaver = std::make_unique<Claimer>(database, no_rescan);
+  LaneOwnership taker_lanes, leaver_lanes;
+  for (int round = 0; round < 3; ++round) {  // the first joiner gives back half on the way
+    taker_lanes = taker.store->rebalance_lanes(/*may_release=*/true);
+    leaver_lanes = leaver->store->rebalance_lanes(/*may_release=*/true);
+  }
+  REQUIRE(taker_lanes.owned.size() == 8);
+  REQUIRE(leaver_lanes.owned.size() == 8);
+  std::vector<std::int64_t> taker_lane_numbers;
+  for (const LaneId lane : taker_lanes.owned) taker_lane_numbers.push_back(lane.value);
+
+  // 100 rows over 100 keys, in both instances' lanes. The taker's are published, so its floor
+  // rises past every id; the leaver's stay pending, below that floor.
+  insert_rows(database, 100, 10);
+  database.execute(
+      "UPDATE outbox.messages m SET state = 'published'"
+      " WHERE (hashtext(coalesce(m.message_key, '')) & 15) = ANY($1::int[])",
+      format_int_array(taker_lane_numbers));
+  for (int i = 0; i < 10 && taker.store->claim_floor() <= 100; ++i) {
+    CHECK(taker.claim(100, 1 << 20).rows.empty());
+  }
+  REQUIRE(taker.store->claim_floor() > 100);
+  const long long left_pending = database.count("state = 'pending'");
+  REQUIRE(left_pending > 0);
+
+  // The leaver stops cleanly (its heartbeat row and its lane locks go); the taker's next
+  // rebalance takes its lanes, and the next claim reads their rows from the oldest.
+  leaver.reset();
+  REQUIRE(taker.store->rebalance_lanes(/*may_release=*/true).owned.size() == 16);
+  const ClaimedBatch batch = taker.claim(100, 1 << 20);
+  CHECK(batch.rows.size() == static_cast<std::size_t>(left_pending));
+  CHECK(taker.store->claim_floor() <= 100);
+}
+
+TEST_CASE(
     "a row given an id below the floor by hand is found by the periodic rescan, which never holds "
     "claims up, even when its session hangs, and keeps to its share of the time") {
   REQUIRE_FAULTABLE_SERVICES();
