@@ -119,3 +119,59 @@ TEST_CASE("the floor never rises above the lowest pending row found after the wa
   floor.observe(probe(300, 20, 20, 600));  // 500 was promoted as min(500, 300)
   CHECK(floor.floor() == 300);
 }
+
+TEST_CASE(
+    "a held topic's rows are risen past while it is held, and its release brings the floor "
+    "back to where the hold began") {
+  ClaimFloor floor;
+  floor.observe(probe(100, 10, 10, 120));
+  floor.observe(probe(100, 20, 20, 120));
+  REQUIRE(floor.floor() == 100);
+  // Topic "a" is held: its rows from 100 on are skipped, and the probe finds the lowest other
+  // pending row, 5,000.
+  floor.hold_routes({"a"});
+  floor.observe(probe(5000, 30, 30, 6000));  // candidate 121: ids not taken one probe earlier
+  floor.observe(probe(5000, 40, 40, 6000));
+  floor.observe(probe(5000, 50, 50, 6000));
+  REQUIRE(floor.floor() == 5000);
+  // Topic "b" is held later, from 5,000; held again and again, neither moves.
+  floor.hold_routes({"a", "b"});
+  floor.hold_routes({"b", "a"});
+  floor.observe(probe(9000, 60, 60, 9500));
+  floor.observe(probe(9000, 70, 70, 9500));
+  floor.observe(probe(9000, 80, 80, 9500));
+  REQUIRE(floor.floor() == 9000);
+  // "b" released: back to 5,000, where its rows may start.
+  floor.hold_routes({"a"});
+  CHECK(floor.floor() == 5000);
+  // Candidates found after the release see b's rows again: the floor stays below them.
+  floor.observe(probe(5000, 90, 90, 9500));
+  floor.observe(probe(5000, 100, 100, 9500));
+  CHECK(floor.floor() == 5000);
+  // "a" released: back to 100.
+  floor.hold_routes({});
+  CHECK(floor.floor() == 100);
+}
+
+TEST_CASE("a candidate queued while a topic was held is brought down by the topic's release") {
+  ClaimFloor floor;
+  floor.hold_routes({"a"});                  // held from 0
+  floor.observe(probe(5000, 10, 20, 6000));  // candidate 5,000, waiting for xmax 20
+  floor.hold_routes({});
+  floor.observe(probe(3, 30, 30, 6000));  // promoted as min(0, ...): the floor stays at 0
+  CHECK(floor.floor() == 0);
+}
+
+TEST_CASE("a reset while a topic is held makes its release look from the start") {
+  ClaimFloor floor;
+  floor.observe(probe(100, 10, 10, 120));
+  floor.observe(probe(100, 20, 20, 120));
+  floor.hold_routes({"a"});  // held from 100
+  floor.reset();             // lanes taken: their rows of "a" may lie below 100
+  floor.observe(probe(5000, 30, 30, 6000));
+  floor.observe(probe(5000, 40, 40, 6000));
+  floor.observe(probe(5000, 50, 50, 6000));
+  REQUIRE(floor.floor() == 5000);
+  floor.hold_routes({});
+  CHECK(floor.floor() == 0);
+}
