@@ -312,7 +312,8 @@ BenchRelay::BenchRelay(const Options& options, const std::string& database_url,
   std::ofstream(config_path_) << "postgres:\n  url: " << database_url
                               << "\nkafka:\n  bootstrap_servers: " << options.kafka
                               << "\n  exactly_once: " << (options.exactly_once ? "true" : "false")
-                              << "\n  marker_topic: bench.markers." << getpid()
+                              << "\n  marker_topic: bench.markers." << getpid() << "\n"
+                              << settings.kafka_lines
                               << "\nrelay:\n  batch_size: " << options.batch_size << "\n"
                               << settings.relay_lines
                               << "metrics:\n  listen: \"127.0.0.1:0\"\nretention:\n"

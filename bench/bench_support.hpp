@@ -126,6 +126,7 @@ std::map<pid_t, ThreadCpu> threads_cpu_of(pid_t pid);
 /// section ("  notify: false\n") and whole top-level sections (the check-back's).
 struct RelaySettings {
   std::string relay_lines;
+  std::string kafka_lines;  ///< more of the kafka section, each line indented by two spaces
   std::string extra_sections = "checkback:\n  enabled: false\n";
 };
 

@@ -23,6 +23,9 @@ struct LatencyOptions {
   int writers = 8;
   bool notify = true;
   bool hold_snapshot = false;  ///< a REPEATABLE READ transaction open in the database throughout
+  /// Rows waiting, before the writers start, in a topic Kafka refuses (it does not exist and the
+  /// relay may not create it): a held topic's backlog below every row measured.
+  long held_backlog = 0;
 };
 /// Commit → acknowledgement and commit → consumer latency under a steady write rate.
 int latency(const Options& options, const LatencyOptions& latency);

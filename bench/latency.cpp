@@ -101,9 +101,18 @@ std::string milliseconds_figures(const std::string& name, const Percentiles& sam
 int latency(const Options& options, const LatencyOptions& latency) {
   const std::string topic = "bench.latency." + std::to_string(getpid());
   BenchDatabase database(options, latency.notify);
-  database.settle();
   RelaySettings settings;
   settings.relay_lines = latency.notify ? "  notify: true\n" : "";  // default: adaptive polling
+  // The rows measured are counted from above the held backlog: the pending index read from that
+  // id on, not from the backlog's first row.
+  std::string measured_pending = "state = 'pending'";
+  if (latency.held_backlog > 0) {
+    create_topic(options, topic);  // the relay may not create topics in this case
+    database.load("bench.held." + std::to_string(getpid()), latency.held_backlog, "pending");
+    settings.kafka_lines = "  properties: {allow.auto.create.topics: false}\n";
+    measured_pending += " AND id > " + std::to_string(database.highest_id());
+  }
+  database.settle();
   BenchRelay relay(options, database.url(), settings);
 
   // A first message creates the topic, so the consumer and the producer are warm when timing
@@ -112,7 +121,7 @@ int latency(const Options& options, const LatencyOptions& latency) {
   pqxx::nontransaction(connection)
       .exec_params("SELECT outbox.publish($1, 'warm-up', 'x'::text)", topic);
   ReceiptClock receipts(options.kafka, topic);
-  while (database.count_where("state = 'pending'") > 0 || receipts.receipts().empty()) {
+  while (database.count_where(measured_pending) > 0 || receipts.receipts().empty()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
 
@@ -150,7 +159,7 @@ int latency(const Options& options, const LatencyOptions& latency) {
   const std::int64_t counted_from = writing_started_us + kWarmUpSeconds * 1'000'000;
 
   const auto deadline = Clock::now() + std::chrono::seconds(60);
-  while (Clock::now() < deadline && (database.count_where("state = 'pending'") > 0 ||
+  while (Clock::now() < deadline && (database.count_where(measured_pending) > 0 ||
                                      receipts.receipts().size() < committed.size() + 1)) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
@@ -192,6 +201,7 @@ int latency(const Options& options, const LatencyOptions& latency) {
             << " ack_over_20ms_windows=" << slow_windows.size()
             << milliseconds_figures("consumer", Percentiles(to_consumer))
             << " snapshot_held=" << (latency.hold_snapshot ? "on" : "off")
+            << " held_backlog=" << latency.held_backlog
             << milliseconds_figures("early_ack", Percentiles(early))
             << milliseconds_figures("late_ack", Percentiles(late)) << "\n";
   return 0;

@@ -46,6 +46,11 @@ int main(int argc, char** argv) {
   latency_command->add_flag(
       "--hold-snapshot", latency_options.hold_snapshot,
       "Hold a REPEATABLE READ snapshot in the database for the whole run (a long transaction)");
+  latency_command
+      ->add_option("--held-backlog", latency_options.held_backlog,
+                   "Rows waiting in a topic Kafka refuses (missing, auto-creation off), loaded "
+                   "before the writers start")
+      ->capture_default_str();
   bool with_notify = false;
   latency_command->add_flag("--notify", with_notify,
                             "NOTIFY wake-up instead of the default adaptive polling");
