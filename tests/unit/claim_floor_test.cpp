@@ -175,3 +175,52 @@ TEST_CASE("a reset while a topic is held makes its release look from the start")
   floor.hold_routes({});
   CHECK(floor.floor() == 0);
 }
+
+TEST_CASE("a retry that fails puts the floor back where it stood when the hold ended") {
+  ClaimFloor floor;
+  floor.hold_routes({"a"});  // held from 0
+  floor.observe(probe(5000, 10, 10, 6000));
+  floor.observe(probe(5000, 20, 20, 6000));
+  floor.observe(probe(5000, 30, 30, 6000));
+  REQUIRE(floor.floor() == 5000);
+  // The retry: released (back to 0, where "a"'s rows are), claimed, failed, held again.
+  floor.hold_routes({});
+  REQUIRE(floor.floor() == 0);
+  floor.observe(probe(1, 40, 40, 6100));  // "a"'s oldest row is pending again
+  floor.hold_routes({"a"});
+  CHECK(floor.floor() == 5000);
+  // Its next release still goes back to its oldest rows, not to 5,000.
+  floor.hold_routes({});
+  CHECK(floor.floor() == 0);
+}
+
+TEST_CASE("a retry does not put the floor back when something else brought it down meanwhile") {
+  auto held_at_5000 = [] {
+    ClaimFloor floor;
+    floor.hold_routes({"a", "b"});
+    floor.observe(probe(5000, 10, 10, 6000));
+    floor.observe(probe(5000, 20, 20, 6000));
+    floor.observe(probe(5000, 30, 30, 6000));
+    REQUIRE(floor.floor() == 5000);
+    floor.hold_routes({"b"});  // "a" is retried
+    return floor;
+  };
+  SUBCASE("a rewind") {
+    ClaimFloor floor = held_at_5000();
+    floor.observe(probe(1, 40, 40, 6100, /*rewound=*/4000));  // a row made pending again at 4,000
+    floor.hold_routes({"a", "b"});
+    CHECK(floor.floor() == 0);
+  }
+  SUBCASE("another route's release") {
+    ClaimFloor floor = held_at_5000();
+    floor.hold_routes({});  // "b"'s rows are claimed again too
+    floor.hold_routes({"a"});
+    CHECK(floor.floor() == 0);
+  }
+  SUBCASE("a reset") {
+    ClaimFloor floor = held_at_5000();
+    floor.reset();
+    floor.hold_routes({"a", "b"});
+    CHECK(floor.floor() == 0);
+  }
+}
