@@ -17,13 +17,6 @@ ClaimFloor::Probe probe(std::optional<std::int64_t> lowest_pending, std::uint64_
   return ClaimFloor::Probe{lowest_pending, rewound, xmin, xmax, last_id};
 }
 
-/// Probes until the floor has risen to `lowest`: three probes that each see every transaction
-/// ended and `lowest` as the lowest pending row (the first's candidate is capped by the sequence
-/// value one probe earlier). Transaction ids count on from `xid`.
-void rise_to(ClaimFloor& floor, std::int64_t lowest, std::uint64_t xid, std::int64_t last_id) {
-  for (std::uint64_t i = 0; i < 3; ++i) floor.observe(probe(lowest, xid + i, xid + i, last_id));
-}
-
 }  // namespace
 
 TEST_CASE("the floor waits for every transaction in progress at the candidate's snapshot") {
@@ -137,12 +130,16 @@ TEST_CASE(
   // Topic "a" is held: its rows from 100 on are skipped, and the probe finds the lowest other
   // pending row, 5,000.
   floor.hold_routes({"a"});
-  rise_to(floor, 5000, 30, 6000);
+  floor.observe(probe(5000, 30, 30, 6000));  // candidate 121: ids not taken one probe earlier
+  floor.observe(probe(5000, 40, 40, 6000));
+  floor.observe(probe(5000, 50, 50, 6000));
   REQUIRE(floor.floor() == 5000);
   // Topic "b" is held later, from 5,000; held again and again, neither moves.
   floor.hold_routes({"a", "b"});
   floor.hold_routes({"b", "a"});
-  rise_to(floor, 9000, 60, 9500);
+  floor.observe(probe(9000, 60, 60, 9500));
+  floor.observe(probe(9000, 70, 70, 9500));
+  floor.observe(probe(9000, 80, 80, 9500));
   REQUIRE(floor.floor() == 9000);
   // "b" released: back to 5,000, where its rows may start.
   floor.hold_routes({"a"});
@@ -171,7 +168,9 @@ TEST_CASE("a reset while a topic is held makes its release look from the start")
   floor.observe(probe(100, 20, 20, 120));
   floor.hold_routes({"a"});  // held from 100
   floor.reset();             // lanes taken: their rows of "a" may lie below 100
-  rise_to(floor, 5000, 30, 6000);
+  floor.observe(probe(5000, 30, 30, 6000));
+  floor.observe(probe(5000, 40, 40, 6000));
+  floor.observe(probe(5000, 50, 50, 6000));
   REQUIRE(floor.floor() == 5000);
   floor.hold_routes({});
   CHECK(floor.floor() == 0);
@@ -180,7 +179,9 @@ TEST_CASE("a reset while a topic is held makes its release look from the start")
 TEST_CASE("a retry that fails puts the floor back where it stood when the hold ended") {
   ClaimFloor floor;
   floor.hold_routes({"a"});  // held from 0
-  rise_to(floor, 5000, 10, 6000);
+  floor.observe(probe(5000, 10, 10, 6000));
+  floor.observe(probe(5000, 20, 20, 6000));
+  floor.observe(probe(5000, 30, 30, 6000));
   REQUIRE(floor.floor() == 5000);
   // The retry: released (back to 0, where "a"'s rows are), claimed, failed, held again.
   floor.hold_routes({});
@@ -197,7 +198,9 @@ TEST_CASE("a retry does not put the floor back when something else brought it do
   auto held_at_5000 = [] {
     ClaimFloor floor;
     floor.hold_routes({"a", "b"});
-    rise_to(floor, 5000, 10, 6000);
+    floor.observe(probe(5000, 10, 10, 6000));
+    floor.observe(probe(5000, 20, 20, 6000));
+    floor.observe(probe(5000, 30, 30, 6000));
     REQUIRE(floor.floor() == 5000);
     floor.hold_routes({"b"});  // "a" is retried
     return floor;
