@@ -30,10 +30,10 @@
 // Rows the claim skips (a held topic's, a quarantined row's or key's, a key blocked by an earlier
 // dead row) are skipped by the probe and the rescan too, so the floor rises past them: otherwise
 // one missing topic's backlog, below every other row, was read again by every claim of every
-// topic (0.15 s a claim at 300,000 held rows, growing with the backlog). A hold's end brings the
-// floor back down to where it stood when the hold began, and a retry that fails puts it back up
-// at once (hold_routes); a quarantine lasts the session; a dead row that changes state leaves a
-// rewind (schema/013), which lowers the floor to it, below the rows it blocked.
+// topic (70 ms a claim at 300,000 held rows, growing with the backlog). A hold's end brings the
+// floor back down to where it stood when the hold began (hold_routes); a quarantine lasts the
+// session; a dead row that changes state leaves a rewind (schema/013), which lowers the floor to
+// it, below the rows it blocked.
 //
 // Not thread-safe; one per claiming session. Pure logic: tests/unit/claim_floor_test.cpp.
 #pragma once
@@ -92,34 +92,18 @@ class ClaimFloor {
     candidates_.push_back(Candidate{*candidate, probe.snapshot_xmax});
   }
 
-  /// The routes (topics) whose rows claims skip now. A route gone from the set brings the floor
-  /// back down to where it stood when that route was first held; a route new to it may have rows
-  /// from the current floor on, which the floor may now rise past.
-  ///
-  /// A retry makes that round trip: the hold ends, the claims take the route's oldest rows, they
-  /// fail, the route is held again. The floor then goes back to where it stood when the hold
-  /// ended, unless something else brought it down meanwhile (a rewind, a row the rescan found,
-  /// another route's release, a reset): below it, only this route's rows can be pending, since
-  /// every id below it was taken by a transaction that had ended by then. Without this every
-  /// retry of a topic with a backlog made the next claims and probes read the whole backlog
-  /// again (0.27 s each at 300,000 rows) until the floor had risen past it once more.
+  /// The routes (topics) whose rows claims skip now. A route new to the set may have rows from
+  /// the current floor on, which the floor may now rise past; a route gone from it brings the
+  /// floor back down to where it stood when that route was first held.
   void hold_routes(const std::vector<std::string>& held) {
+    for (const std::string& route : held) held_from_.try_emplace(route, floor_);
     for (auto hold = held_from_.begin(); hold != held_from_.end();) {
       if (std::find(held.begin(), held.end(), hold->first) != held.end()) {
         ++hold;
         continue;
       }
-      const std::int64_t floor_at_release = floor_;
-      lower_to(hold->second);  // forgets every other route's floor at release
-      released_from_[hold->first] = floor_at_release;
+      lower_to(hold->second);
       hold = held_from_.erase(hold);
-    }
-    for (const std::string& route : held) {
-      if (!held_from_.try_emplace(route, floor_).second) continue;
-      if (const auto released = released_from_.find(route); released != released_from_.end()) {
-        floor_ = std::max(floor_, released->second);
-        released_from_.erase(released);
-      }
     }
   }
 
@@ -130,7 +114,6 @@ class ClaimFloor {
     candidates_.clear();
     previous_last_id_.reset();
     for (auto& hold : held_from_) hold.second = 0;
-    released_from_.clear();
   }
 
  private:
@@ -138,11 +121,9 @@ class ClaimFloor {
     std::int64_t id;
     std::uint64_t xmax;
   };
-  /// A row may be pending from `id` on: the floor, and what it may go back to, come down to it.
   void lower_to(std::int64_t id) {
     floor_ = std::min(floor_, id);
     for (Candidate& candidate : candidates_) candidate.id = std::min(candidate.id, id);
-    released_from_.clear();
   }
 
   static constexpr std::size_t kMaxCandidates = 64;
@@ -150,8 +131,6 @@ class ClaimFloor {
   std::deque<Candidate> candidates_;
   std::optional<std::int64_t> previous_last_id_;
   std::map<std::string, std::int64_t> held_from_;  // route -> the floor when its hold began
-  // route -> the floor when its hold ended, while nothing else has brought the floor down since
-  std::map<std::string, std::int64_t> released_from_;
 };
 
 }  // namespace outbox
