@@ -27,24 +27,13 @@
 // floor every relay.claim_rescan_interval_ms, on its own session; what it finds comes in as a
 // rewind does. Lowering the floor is always safe: it only makes claims look further back.
 //
-// Rows the claim skips (a held topic's, a quarantined row's or key's, a key blocked by an earlier
-// dead row) are skipped by the probe and the rescan too, so the floor rises past them: otherwise
-// one missing topic's backlog, below every other row, was read again by every claim of every
-// topic (70 ms a claim at 300,000 held rows, growing with the backlog). A hold's end brings the
-// floor back down to where it stood when the hold began (hold_routes); a quarantine lasts the
-// session; a dead row that changes state leaves a rewind (schema/013), which lowers the floor to
-// it, below the rows it blocked.
-//
 // Not thread-safe; one per claiming session. Pure logic: tests/unit/claim_floor_test.cpp.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 #include <deque>
-#include <map>
 #include <optional>
-#include <string>
-#include <vector>
 
 namespace outbox {
 
@@ -53,8 +42,7 @@ class ClaimFloor {
   /// What one probe read, all in one snapshot except `last_id` (read in the same statement, used
   /// by the next probe).
   struct Probe {
-    /// Lowest pending id >= floor() in the owned lanes, of the rows claims do not skip.
-    std::optional<std::int64_t> lowest_pending;
+    std::optional<std::int64_t> lowest_pending;  ///< lowest pending id >= floor(), owned lanes
     /// Lowest id of the rewinds this probe took, and of a row the rescan found below the floor.
     std::optional<std::int64_t> lowest_rewound;
     std::uint64_t snapshot_xmin = 0;
@@ -77,7 +65,12 @@ class ClaimFloor {
     }
     // A rewound row is pending below the floor now: look from it again. The queued candidates did
     // not see it either.
-    if (probe.lowest_rewound) lower_to(*probe.lowest_rewound);
+    if (probe.lowest_rewound) {
+      floor_ = std::min(floor_, *probe.lowest_rewound);
+      for (Candidate& candidate : candidates_) {
+        candidate.id = std::min(candidate.id, *probe.lowest_rewound);
+      }
+    }
     std::optional<std::int64_t> candidate = probe.lowest_pending;
     if (previous_last_id_) {
       const std::int64_t not_yet_taken = *previous_last_id_ + 1;
@@ -92,28 +85,11 @@ class ClaimFloor {
     candidates_.push_back(Candidate{*candidate, probe.snapshot_xmax});
   }
 
-  /// The routes (topics) whose rows claims skip now. A route new to the set may have rows from
-  /// the current floor on, which the floor may now rise past; a route gone from it brings the
-  /// floor back down to where it stood when that route was first held.
-  void hold_routes(const std::vector<std::string>& held) {
-    for (const std::string& route : held) held_from_.try_emplace(route, floor_);
-    for (auto hold = held_from_.begin(); hold != held_from_.end();) {
-      if (std::find(held.begin(), held.end(), hold->first) != held.end()) {
-        ++hold;
-        continue;
-      }
-      lower_to(hold->second);
-      hold = held_from_.erase(hold);
-    }
-  }
-
-  /// Forgets everything: a new session, whose last probe may have seen less, or lanes taken
-  /// whose rows may lie anywhere; a held route's rows may then start anywhere too.
+  /// Forgets everything: a new session, whose last probe may have seen less.
   void reset() {
     floor_ = 0;
     candidates_.clear();
     previous_last_id_.reset();
-    for (auto& hold : held_from_) hold.second = 0;
   }
 
  private:
@@ -121,16 +97,10 @@ class ClaimFloor {
     std::int64_t id;
     std::uint64_t xmax;
   };
-  void lower_to(std::int64_t id) {
-    floor_ = std::min(floor_, id);
-    for (Candidate& candidate : candidates_) candidate.id = std::min(candidate.id, id);
-  }
-
   static constexpr std::size_t kMaxCandidates = 64;
   std::int64_t floor_ = 0;
   std::deque<Candidate> candidates_;
   std::optional<std::int64_t> previous_last_id_;
-  std::map<std::string, std::int64_t> held_from_;  // route -> the floor when its hold began
 };
 
 }  // namespace outbox

@@ -33,11 +33,11 @@ FloorRescanner::~FloorRescanner() {
   thread_.join();
 }
 
-bool FloorRescanner::request(Request request) {
+bool FloorRescanner::request(std::string lanes, std::int64_t floor) {
   {
     std::lock_guard lock(mutex_);
     if (stage_ != Stage::idle || !schedule_.due(PacedSchedule::Clock::now())) return false;
-    request_ = std::move(request);
+    request_ = Request{std::move(lanes), floor};
     stage_ = Stage::requested;
   }
   wake_.notify_all();
@@ -64,8 +64,7 @@ void FloorRescanner::run() noexcept {
     try {
       const pqxx::row row = session_->run("rescan below the claim floor", [&](pqxx::connection& c) {
         pqxx::nontransaction tx{c};
-        return tx.exec_prepared1("rescan", request.lanes, request.floor, request.quarantined_ids,
-                                 request.held_routes, request.quarantined_keys);
+        return tx.exec_prepared1("rescan", request.lanes, request.floor);
       });
       if (!row[0].is_null()) found = row[0].as<std::int64_t>();
     } catch (const std::exception& error) {

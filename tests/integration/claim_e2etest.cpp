@@ -40,10 +40,6 @@ struct Claimer {
   ClaimedBatch claim(int rows, std::int64_t bytes, std::int64_t max_row_bytes = 1000000) {
     return store->claim_batch({}, {}, ClaimLimits{rows, bytes, max_row_bytes});
   }
-  /// A claim while the topics (routes) `held` are held back, as the relay loop makes it.
-  ClaimedBatch claim_holding(const std::vector<std::string>& held) {
-    return store->claim_batch({}, held, ClaimLimits{100, 1 << 20, 1000000});
-  }
   Config config;
   std::unique_ptr<OutboxStore> store;
 };
@@ -324,96 +320,6 @@ TEST_CASE(
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   CHECK_FALSE(found_early);
-}
-
-TEST_CASE(
-    "a held topic's backlog is risen past by the floor instead of being read by every claim, "
-    "and its release claims it again from its oldest row") {
-  REQUIRE_SERVICES();
-  TestDatabase database;
-  // 1,000 rows of a topic Kafka refuses (ids 1-1,000), then 10 of one that flows.
-  database.execute(
-      "INSERT INTO outbox.messages (topic, message_key, payload)"
-      " SELECT 'claim.held', 'h-' || n, 'x' FROM generate_series(1, 1000) n");
-  insert_rows(database, 10, 10);
-  Claimer claimer(database, std::chrono::milliseconds(300));  // the rescan must skip them too
-  const std::vector<std::string> held{"claim.held"};
-  std::vector<std::int64_t> ids = ids_of(claimer.claim_holding(held));
-  REQUIRE(ids.size() == 10);
-  CHECK(ids.front() == 1001);
-  database.execute("UPDATE outbox.messages SET state = 'published' WHERE topic = 'claim.test'");
-  insert_rows(database, 5, 10);  // 1,011-1,015
-
-  // Every claim used to start at row 1 and read the held rows again: the floor stayed at them.
-  for (int i = 0; i < 10 && claimer.store->claim_floor() <= 1000; ++i) {
-    claimer.claim_holding(held);
-  }
-  REQUIRE(claimer.store->claim_floor() > 1000);
-  // For several rescan intervals the floor stays above them: the rescan skips held rows too.
-  bool lowered = false;
-  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
-  while (std::chrono::steady_clock::now() < until && !lowered) {
-    ids = ids_of(claimer.claim_holding(held));
-    lowered = claimer.store->claim_floor() <= 1000 || ids.size() != 5;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  CHECK_FALSE(lowered);
-
-  // Released: the next claim starts from the topic's oldest row.
-  ids = ids_of(claimer.claim_holding({}));
-  REQUIRE_FALSE(ids.empty());
-  CHECK(ids.front() == 1);
-}
-
-TEST_CASE(
-    "rows a dead row blocked are claimed as soon as it is discarded or deleted, although the "
-    "floor had risen past them") {
-  REQUIRE_SERVICES();
-  TestDatabase database;
-  // Row 1 is dead; rows 2-11 of its key wait behind it (dead_key_policy block); 12-21 flow.
-  database.execute(
-      "INSERT INTO outbox.messages (topic, message_key, payload)"
-      " SELECT 'claim.test', 'blocked', 'x' FROM generate_series(1, 11)");
-  database.execute("UPDATE outbox.messages SET state = 'dead', last_error = 'test' WHERE id = 1");
-  insert_rows(database, 10, 10);
-  Claimer claimer(database, std::chrono::milliseconds(3'600'000));  // no rescan to help
-  std::vector<std::int64_t> ids = ids_of(claimer.claim(100, 1 << 20));
-  REQUIRE(ids.size() == 10);
-  CHECK(ids.front() == 12);
-  database.execute("UPDATE outbox.messages SET state = 'published' WHERE id >= 12");
-  insert_rows(database, 5, 10);  // 22-26
-  for (int i = 0; i < 10 && claimer.store->claim_floor() <= 11; ++i) claimer.claim(100, 1 << 20);
-  REQUIRE(claimer.store->claim_floor() > 11);
-
-  SUBCASE("discarded") { database.execute("SELECT outbox.discard(1, 'test')"); }
-  SUBCASE("deleted") { database.execute("DELETE FROM outbox.messages WHERE id = 1"); }
-  SUBCASE("given another key") {
-    database.execute("UPDATE outbox.messages SET message_key = 'elsewhere' WHERE id = 1");
-  }
-  ids = ids_of(claimer.claim(100, 1 << 20));
-  REQUIRE_FALSE(ids.empty());
-  CHECK(ids.front() == 2);
-}
-
-TEST_CASE("a quarantined key's rows are risen past by the floor, and its other rows stay out") {
-  REQUIRE_SERVICES();
-  TestDatabase database;
-  database.execute(
-      "INSERT INTO outbox.messages (topic, message_key, payload)"
-      " SELECT 'claim.test', 'poison', 'x' FROM generate_series(1, 100)");
-  insert_rows(database, 10, 10);  // 101-110
-  Claimer claimer(database, std::chrono::milliseconds(300));
-  claimer.store->quarantine(RowProblem{OutboxId{1}, std::string("poison"), "test", true});
-  std::vector<std::int64_t> ids = ids_of(claimer.claim(100, 1 << 20));
-  REQUIRE(ids.size() == 10);
-  CHECK(ids.front() == 101);
-  database.execute("UPDATE outbox.messages SET state = 'published' WHERE id > 100");
-  insert_rows(database, 5, 10);
-  for (int i = 0; i < 10 && claimer.store->claim_floor() <= 100; ++i) claimer.claim(100, 1 << 20);
-  CHECK(claimer.store->claim_floor() > 100);
-  ids = ids_of(claimer.claim(100, 1 << 20));
-  CHECK(ids.size() == 5);
-  CHECK(std::all_of(ids.begin(), ids.end(), [](std::int64_t id) { return id > 110; }));
 }
 
 TEST_CASE(
