@@ -17,7 +17,9 @@
 //
 // A late answer is still right: lowering the floor only makes claims look further back, so an
 // answer for lanes or a floor that have changed since is used as it is. A failed look is logged and
-// tried again at the next request. Thread-safe; one per claimer. Private to relay/store.
+// paced like any other (its time counts: a look cancelled by statement_timeout did its reading), so
+// the next starts at the first request the pacing allows. Thread-safe; one per claimer. Private to
+// relay/store.
 #pragma once
 
 #include <chrono>
