@@ -21,7 +21,8 @@
 //
 // What the rule cannot see, and what covers it: a row that becomes pending by UPDATE (a half
 // message committed, a dead row requeued, a key changed) leaves a rewind row (schema/011), and
-// the probe lowers the floor to it. A row whose id was taken before its transaction had an xid
+// the probe lowers the floor to it; a claim whose snapshot sees a rewind its probe did not (it
+// committed between the two) starts from it as well (store.cpp, claim_filter). A row whose id was taken before its transaction had an xid
 // (a BEFORE trigger between the default and the write) or whose id was written by hand
 // (OVERRIDING SYSTEM VALUE) is found by the rescan (floor_rescanner.hpp), which looks below the
 // floor every relay.claim_rescan_interval_ms, on its own session; what it finds comes in as a

@@ -94,7 +94,12 @@ std::string claim_filter(DeadKeyPolicy dead_key_policy, const RoutingConfig& rou
       "   AND (cardinality($8::text[]) = 0 OR m.message_key IS NULL"
       "        OR m.message_key <> ALL($8::text[]))"
       // The claim floor (claim_floor.hpp): the index scan starts here, past the dead entries.
-      "   AND m.id >= $9";
+      // Or lower, at a rewind of the owned lanes that this claim's snapshot sees and the probe's
+      // did not: a dead row requeued between the two is pending again below the floor, and the
+      // later rows of its key it blocked are claimable in this snapshot, above it. Started at
+      // the floor alone, the claim took those and left the requeued row for the next one.
+      "   AND m.id >= LEAST($9, (SELECT min(r.id) FROM outbox.claim_rewinds r"
+      "                           WHERE (r.key_hash & $1) = ANY($2::int[])))";
   if (dead_key_policy == DeadKeyPolicy::block) {
     sql +=
         "   AND (m.message_key IS NULL OR NOT EXISTS ("

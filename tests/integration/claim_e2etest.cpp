@@ -187,6 +187,48 @@ TEST_CASE("a row made pending again below the floor is claimed at once, without 
   CHECK(database.scalar("SELECT count(*) FROM outbox.claim_rewinds") == "0");  // note taken
 }
 
+TEST_CASE(
+    "a dead row requeued between a claim's floor probe and the claim itself comes before the rows "
+    "of its key that it blocked") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  database.execute(
+      "INSERT INTO outbox.messages (topic, message_key, payload)"
+      " SELECT 'claim.test', 'blocked', 'x' FROM generate_series(1, 3)");
+  const auto dead_id = std::stoll(database.scalar("SELECT min(id) FROM outbox.messages"));
+  database.execute("UPDATE outbox.messages SET state = 'dead', last_error = 'test' WHERE id = $1",
+                   dead_id);
+  Claimer claimer(database);  // dead_key_policy block: the two later rows wait behind the dead one
+  for (int i = 0; i < 10 && claimer.store->claim_floor() <= dead_id; ++i) {
+    CHECK(claimer.claim(100, 1 << 20).rows.empty());
+  }
+  REQUIRE(claimer.store->claim_floor() > dead_id);
+
+  // The probe deletes the rewinds of its lanes; one it must delete is locked here, so it waits
+  // mid-statement, with a snapshot taken before the requeue. The note's id is above every row, so
+  // it moves no floor.
+  database.execute(
+      "INSERT INTO outbox.claim_rewinds (id, key_hash)"
+      " VALUES (9223372036854775807, hashtext('blocked'))");
+  pqxx::connection locker = database.connect();
+  pqxx::work lock{locker};
+  lock.exec("SELECT 1 FROM outbox.claim_rewinds WHERE id = 9223372036854775807 FOR UPDATE");
+  auto claim = std::async(std::launch::async, [&] { return claimer.claim(100, 1 << 20); });
+  REQUIRE(eventually(
+      [&] {
+        return database.scalar(
+                   "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                   " AND wait_event_type = 'Lock' AND query LIKE '%claim_rewinds%'") == "1";
+      },
+      std::chrono::seconds(10)));
+  database.execute("SELECT outbox.requeue($1)", dead_id);
+  lock.commit();
+
+  // The claim's own snapshot sees the requeued row and its rewind: it starts from there.
+  const std::vector<std::int64_t> ids = ids_of(claim.get());
+  CHECK(ids == std::vector<std::int64_t>{dead_id, dead_id + 1, dead_id + 2});
+}
+
 /// Stops one PostgreSQL backend (SIGSTOP) until destroyed: a session that hangs mid-statement.
 class FrozenBackend {
  public:
