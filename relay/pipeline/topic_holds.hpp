@@ -1,10 +1,12 @@
 // The topic-hold rule: a failure that belongs to a topic (it does not exist, it is not authorised,
 // a partition of it has too few in-sync replicas or no leader, Kafka never acknowledges it) holds
 // back only that topic's rows. While a topic is held the claim skips its rows, so no later row of
-// any of its keys can overtake the ones that failed; every other topic flows. A hold ends when its
-// retry time has come and none of its rows is still in flight; then the claim starts again from the
-// topic's oldest pending row. Retry delays double per consecutive failure of the topic (up to a
-// cap) and reset when the topic delivers again.
+// any of its keys can overtake the ones that failed; every other topic flows, and the claim floor
+// rises past the held rows, so a held backlog costs the other topics' claims nothing
+// (relay/store/claim_floor.hpp). A hold ends when its retry time has come and none of its rows is
+// still in flight; then the claim starts again from the topic's oldest pending row. Retry delays
+// double per consecutive failure of the topic (up to a cap) and reset when the topic delivers
+// again.
 //
 // Held topics are named by their routing value (the column the claim filters on), with the Kafka
 // topic it resolves to for logs and metrics. Not thread-safe: the relay loop owns it.

@@ -33,11 +33,11 @@ FloorRescanner::~FloorRescanner() {
   thread_.join();
 }
 
-bool FloorRescanner::request(std::string lanes, std::int64_t floor) {
+bool FloorRescanner::request(Request request) {
   {
     std::lock_guard lock(mutex_);
     if (stage_ != Stage::idle || !schedule_.due(PacedSchedule::Clock::now())) return false;
-    request_ = Request{std::move(lanes), floor};
+    request_ = std::move(request);
     stage_ = Stage::requested;
   }
   wake_.notify_all();
@@ -64,7 +64,9 @@ void FloorRescanner::run() noexcept {
     try {
       const pqxx::row row = session_->run("rescan below the claim floor", [&](pqxx::connection& c) {
         pqxx::nontransaction tx{c};
-        return tx.exec_prepared1("rescan", request.lanes, request.floor);
+        return tx.exec_prepared1("rescan", request.lanes, request.floor, request.quarantined_ids,
+                                 request.held_routes, request.quarantined_keys,
+                                 request.lowest_hold_start);
       });
       if (!row[0].is_null()) found = row[0].as<std::int64_t>();
     } catch (const std::exception& error) {

@@ -40,8 +40,18 @@ class LazySession;
 
 class FloorRescanner {
  public:
-  /// `sql` takes the lanes ($1, an int[] literal) and the floor ($2) and returns one row: the
-  /// lowest pending id below the floor in those lanes, or NULL.
+  /// What to look for: `sql` takes these as $1 to $6 (array literals but the ids) and returns
+  /// one row: the lowest pending id below the floor in the lanes, of the rows claims do not skip
+  /// (claim_floor.hpp) and of the held routes' rows below where their holds began, or NULL.
+  struct Request {
+    std::string lanes;
+    std::int64_t floor = 0;
+    std::string quarantined_ids;
+    std::string held_routes;
+    std::string quarantined_keys;
+    std::int64_t lowest_hold_start = 0;  ///< ClaimFloor::lowest_hold_start
+  };
+
   FloorRescanner(const PostgresConfig& postgres, std::string sql,
                  std::chrono::milliseconds interval);
   /// Waits for a running look to end.
@@ -49,19 +59,15 @@ class FloorRescanner {
   FloorRescanner(const FloorRescanner&) = delete;
   FloorRescanner& operator=(const FloorRescanner&) = delete;
 
-  /// Starts a look below `floor` in `lanes`, unless one is running, its answer is not yet taken,
-  /// or the pacing says not yet; returns whether it started. Does not wait.
-  bool request(std::string lanes, std::int64_t floor);
+  /// Starts a look, unless one is running, its answer is not yet taken, or the pacing says not
+  /// yet; returns whether it started. Does not wait.
+  bool request(Request request);
 
   /// What the last finished look found below its floor, once; nullopt when it found nothing or
   /// has not finished. Does not wait.
   std::optional<std::int64_t> take_found();
 
  private:
-  struct Request {
-    std::string lanes;
-    std::int64_t floor;
-  };
   void run() noexcept;
 
   // idle -> requested (request) -> looking (the thread) -> answered (the thread) -> idle

@@ -73,33 +73,21 @@ std::string claim_columns(const RoutingConfig& routing, std::string_view max_row
          lane_of_row(std::to_string(lane_mask)) + " AS lane";
 }
 
-std::string claim_filter(DeadKeyPolicy dead_key_policy, const RoutingConfig& routing) {
-  // The partial index keeps the scan to pending rows.
-  // The in-flight ids are skipped through a hashed subplan, built once per claim. "<> ALL($3)"
-  // is hashed only when the array is a constant, in a custom plan; in the generic plan that
-  // PostgreSQL picks for the prepared claim (by the table's size) it compared each row with each
-  // of up to 4,000 ids: 42 ms instead of 2 ms per claim, and a drain rate that changed
-  // threefold between backlogs of 200,000 and 300,000 rows. Held topics ($7) and quarantined keys
-  // ($8) are few, usually none.
-  std::string sql =
-      " FROM outbox.messages m"
-      " WHERE m.state = 'pending'"
-      "   AND " +
-      lane_of_row("$1") +
-      " = ANY($2::int[])"
-      "   AND m.id NOT IN (SELECT unnest($3::bigint[]))"
-      "   AND (cardinality($7::text[]) = 0 OR m.\"" +
-      routing.topic_column + "\" IS NULL OR m.\"" + routing.topic_column +
-      "\"::text <> ALL($7::text[]))"
-      "   AND (cardinality($8::text[]) = 0 OR m.message_key IS NULL"
-      "        OR m.message_key <> ALL($8::text[]))"
-      // The claim floor (claim_floor.hpp): the index scan starts here, past the dead entries.
-      // Or lower, at a rewind of the owned lanes that this claim's snapshot sees and the probe's
-      // did not: a dead row requeued between the two is pending again below the floor, and the
-      // later rows of its key it blocked are claimable in this snapshot, above it. Started at
-      // the floor alone, the claim took those and left the requeued row for the next one.
-      "   AND m.id >= LEAST($9, (SELECT min(r.id) FROM outbox.claim_rewinds r"
-      "                           WHERE (r.key_hash & $1) = ANY($2::int[])))";
+// The pending rows of the owned lanes that claims skip: held topics' (`held`, a text[]),
+// quarantined keys' (`keys`, a text[]) and, under dead_key_policy block, those of keys with an
+// earlier dead row. The floor's probe and rescan skip them too (claim_floor.hpp). Held topics and
+// quarantined keys are few, usually none.
+//
+// `held_below` (a bigint, or empty): held topics' rows below it are not skipped.
+std::string skipped_rows_filter(DeadKeyPolicy dead_key_policy, const RoutingConfig& routing,
+                                const std::string& held, const std::string& keys,
+                                const std::string& held_below = "") {
+  const std::string route = "m.\"" + routing.topic_column + "\"";  // validated as [a-z_][a-z0-9_]*
+  std::string sql = "   AND (cardinality(" + held + "::text[]) = 0 OR " + route + " IS NULL OR " +
+                    route + "::text <> ALL(" + held + "::text[])" +
+                    (held_below.empty() ? "" : " OR m.id < " + held_below + "::bigint") + ")" +
+                    "   AND (cardinality(" + keys + "::text[]) = 0 OR m.message_key IS NULL" +
+                    "        OR m.message_key <> ALL(" + keys + "::text[]))";
   if (dead_key_policy == DeadKeyPolicy::block) {
     sql +=
         "   AND (m.message_key IS NULL OR NOT EXISTS ("
@@ -107,6 +95,30 @@ std::string claim_filter(DeadKeyPolicy dead_key_policy, const RoutingConfig& rou
         "      WHERE d.state = 'dead' AND d.message_key = m.message_key AND d.id < m.id))";
   }
   return sql;
+}
+
+std::string claim_filter(DeadKeyPolicy dead_key_policy, const RoutingConfig& routing) {
+  // The partial index keeps the scan to pending rows.
+  // The in-flight ids are skipped through a hashed subplan, built once per claim. "<> ALL($3)"
+  // is hashed only when the array is a constant, in a custom plan; in the generic plan that
+  // PostgreSQL picks for the prepared claim (by the table's size) it compared each row with each
+  // of up to 4,000 ids: 42 ms instead of 2 ms per claim, and a drain rate that changed
+  // threefold between backlogs of 200,000 and 300,000 rows.
+  return " FROM outbox.messages m"
+         " WHERE m.state = 'pending'"
+         "   AND " +
+         lane_of_row("$1") +
+         " = ANY($2::int[])"
+         "   AND m.id NOT IN (SELECT unnest($3::bigint[]))" +
+         skipped_rows_filter(dead_key_policy, routing, "$7", "$8") +
+         // The claim floor (claim_floor.hpp): the index scan starts here, past the dead entries.
+         // Or lower, at a rewind of the owned lanes that this claim's snapshot sees and the
+         // probe's did not: a dead row requeued between the two is pending again below the floor,
+         // and the later rows of its key it blocked are claimable in this snapshot, above it.
+         // Started at the floor alone, the claim took those and left the requeued row for the
+         // next one.
+         "   AND m.id >= LEAST($9, (SELECT min(r.id) FROM outbox.claim_rewinds r"
+         "                           WHERE (r.key_hash & $1) = ANY($2::int[])))";
 }
 
 std::string claim_sql(const RoutingConfig& routing, DeadKeyPolicy dead_key_policy, int lane_mask) {
@@ -137,7 +149,18 @@ std::string claim_ids_sql(const RoutingConfig& routing, DeadKeyPolicy dead_key_p
          " AND $5::bigint > 0 AND $6::bigint > 0 ORDER BY m.id LIMIT $4";
 }
 
-std::string floor_probe_sql(int lane_mask) {
+// The rows of the owned lanes ($1) that the floor counts as pending: not quarantined ($3, ids),
+// not of a held topic ($4; unless below `held_below`) or a quarantined key ($5), not blocked by a
+// dead row.
+std::string floor_rows_filter(DeadKeyPolicy dead_key_policy, const RoutingConfig& routing,
+                              int lane_mask, const std::string& held_below = "") {
+  return " AND " + lane_of_row(std::to_string(lane_mask)) +
+         " = ANY($1::int[]) AND m.id <> ALL($3::bigint[])" +
+         skipped_rows_filter(dead_key_policy, routing, "$4", "$5", held_below);
+}
+
+std::string floor_probe_sql(DeadKeyPolicy dead_key_policy, const RoutingConfig& routing,
+                            int lane_mask) {
   // One snapshot for all of it (claim_floor.hpp): the rewinds of the owned lanes, taken; the
   // lowest pending id from the floor ($2) on, which the index gives at once when the floor is
   // right; the snapshot's bounds; the id sequence's last value (NULL before its first use).
@@ -145,21 +168,22 @@ std::string floor_probe_sql(int lane_mask) {
   return "WITH rewound AS (DELETE FROM outbox.claim_rewinds r WHERE (r.key_hash & " + mask +
          ") = ANY($1::int[]) RETURNING r.id)"
          " SELECT (SELECT min(id) FROM rewound),"
-         "  (SELECT min(m.id) FROM outbox.messages m WHERE m.state = 'pending' AND m.id >= $2"
-         "      AND " +
-         lane_of_row(mask) +
-         " = ANY($1::int[])),"
+         "  (SELECT min(m.id) FROM outbox.messages m WHERE m.state = 'pending' AND m.id >= $2" +
+         floor_rows_filter(dead_key_policy, routing, lane_mask) +
+         "),"
          "  pg_snapshot_xmin(pg_current_snapshot())::text::bigint,"
          "  pg_snapshot_xmax(pg_current_snapshot())::text::bigint,"
          "  pg_sequence_last_value(pg_get_serial_sequence('outbox.messages', 'id')::regclass)";
 }
 
-std::string rescan_sql(int lane_mask) {
+std::string rescan_sql(DeadKeyPolicy dead_key_policy, const RoutingConfig& routing, int lane_mask) {
   // The lowest pending id below the floor ($2) in the lanes ($1): rows the floor's rule cannot
-  // see (claim_floor.hpp). Named in a comment so that pg_stat_activity tells its session.
+  // see (claim_floor.hpp). A held topic's such row is looked for too, below where its hold began
+  // ($6): the floor rises past it again, but the hold's release must come down to it, and no
+  // other look will find it there. Named in a comment so that pg_stat_activity tells its session.
   return "SELECT /* claim floor rescan */ min(m.id) FROM outbox.messages m"
-         " WHERE m.state = 'pending' AND m.id < $2 AND " +
-         lane_of_row(std::to_string(lane_mask)) + " = ANY($1::int[])";
+         " WHERE m.state = 'pending' AND m.id < $2" +
+         floor_rows_filter(dead_key_policy, routing, lane_mask, "$6");
 }
 
 std::string read_one_sql(const RoutingConfig& routing, int lane_mask) {
@@ -336,11 +360,13 @@ void OutboxStore::ensure_connected() {
                                 claim_sql(routing_, relay_.dead_key_policy, relay_.lanes - 1));
     session->connection.prepare("claim_ids", claim_ids_sql(routing_, relay_.dead_key_policy));
     session->connection.prepare("read_one", read_one_sql(routing_, relay_.lanes - 1));
-    session->connection.prepare("floor_probe", floor_probe_sql(relay_.lanes - 1));
+    session->connection.prepare(
+        "floor_probe", floor_probe_sql(relay_.dead_key_policy, routing_, relay_.lanes - 1));
     session->floor_enabled = id_sequence_caches_one(session->connection);
     if (session->floor_enabled && !rescanner_) {
-      rescanner_ = std::make_unique<FloorRescanner>(postgres_, rescan_sql(relay_.lanes - 1),
-                                                    relay_.claim_rescan_interval);
+      rescanner_ = std::make_unique<FloorRescanner>(
+          postgres_, rescan_sql(relay_.dead_key_policy, routing_, relay_.lanes - 1),
+          relay_.claim_rescan_interval);
     }
     pqxx::nontransaction join{session->connection};
     join.exec_params("SELECT pg_advisory_lock_shared($1, 0)", kMemberLockClass);
@@ -636,10 +662,13 @@ ClaimedBatch OutboxStore::claim_batch(std::span<const OutboxId> in_flight,
   excluded.reserve(excluded.size() + in_flight.size());
   for (OutboxId id : in_flight) excluded.push_back(id.value);
   const std::string excluded_param = format_int_array(excluded);
-  const std::string held_param =
-      format_text_array(std::vector<std::string>(held_routes.begin(), held_routes.end()));
+  const std::vector<std::string> held(held_routes.begin(), held_routes.end());
+  const std::string held_param = format_text_array(held);
 
-  if (session_->floor_enabled) probe_floor();
+  if (session_->floor_enabled) {
+    session_->floor.hold_routes(held);
+    probe_floor(held_param);
+  }
   const std::int64_t floor = session_->floor.floor();
 
   std::optional<pqxx::result> result;
@@ -669,15 +698,22 @@ ClaimedBatch OutboxStore::claim_batch(std::span<const OutboxId> in_flight,
   return batch;
 }
 
-void OutboxStore::probe_floor() {
+void OutboxStore::probe_floor(const std::string& held_param) {
   // The rescan's answer, if one came, is taken before its next request: each is used once.
   // The rescanner paces its looks itself (floor_rescanner.hpp).
   std::optional<std::int64_t> rescanned = rescanner_->take_found();
-  rescanner_->request(session_->lanes_param, session_->floor.floor());
+  FloorRescanner::Request look{session_->lanes_param,
+                               session_->floor.floor(),
+                               format_int_array(quarantined_ids_),
+                               held_param,
+                               format_text_array(quarantined_keys_),
+                               session_->floor.lowest_hold_start()};
   const pqxx::row row = run("probe the claim floor", [&] {
     pqxx::nontransaction tx{session_->connection};
-    return tx.exec_prepared1("floor_probe", session_->lanes_param, session_->floor.floor());
+    return tx.exec_prepared1("floor_probe", look.lanes, look.floor, look.quarantined_ids,
+                             look.held_routes, look.quarantined_keys);
   });
+  rescanner_->request(std::move(look));
   auto optional_id = [&](int column) {
     return row[column].is_null() ? std::nullopt
                                  : std::optional<std::int64_t>(row[column].as<std::int64_t>());

@@ -40,6 +40,10 @@ struct Claimer {
   ClaimedBatch claim(int rows, std::int64_t bytes, std::int64_t max_row_bytes = 1000000) {
     return store->claim_batch({}, {}, ClaimLimits{rows, bytes, max_row_bytes});
   }
+  /// A claim while the topics (routes) `held` are held back, as the relay loop makes it.
+  ClaimedBatch claim_holding(const std::vector<std::string>& held) {
+    return store->claim_batch({}, held, ClaimLimits{100, 1 << 20, 1000000});
+  }
   Config config;
   std::unique_ptr<OutboxStore> store;
 };
@@ -365,6 +369,232 @@ TEST_CASE(
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   CHECK_FALSE(found_early);
+}
+
+TEST_CASE(
+    "a held topic's backlog is risen past by the floor instead of being read by every claim, "
+    "and its release claims it again from its oldest row") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  // 1,000 rows of a topic Kafka refuses (ids 1-1,000), then 10 of one that flows.
+  database.execute(
+      "INSERT INTO outbox.messages (topic, message_key, payload)"
+      " SELECT 'claim.held', 'h-' || n, 'x' FROM generate_series(1, 1000) n");
+  insert_rows(database, 10, 10);
+  Claimer claimer(database, std::chrono::milliseconds(3'600'000));  // the rescan: a test of its own
+  const std::vector<std::string> held{"claim.held"};
+  std::vector<std::int64_t> ids = ids_of(claimer.claim_holding(held));
+  REQUIRE(ids.size() == 10);
+  CHECK(ids.front() == 1001);
+  database.execute("UPDATE outbox.messages SET state = 'published' WHERE topic = 'claim.test'");
+  insert_rows(database, 5, 10);  // 1,011-1,015
+
+  // Every claim used to start at row 1 and read the held rows again: the floor stayed at them.
+  for (int i = 0; i < 10 && claimer.store->claim_floor() <= 1000; ++i) {
+    claimer.claim_holding(held);
+  }
+  REQUIRE(claimer.store->claim_floor() > 1000);
+  CHECK(claimer.claim_holding(held).rows.size() == 5);
+
+  // Released: the next claim starts from the topic's oldest row.
+  ids = ids_of(claimer.claim_holding({}));
+  REQUIRE_FALSE(ids.empty());
+  CHECK(ids.front() == 1);
+  // The retry failed and the topic is held again: at once, the claims start past its rows again.
+  ids = ids_of(claimer.claim_holding(held));
+  CHECK(claimer.store->claim_floor() > 1000);
+  CHECK(ids.size() == 5);
+}
+
+TEST_CASE(
+    "the rescan below the floor skips the rows claims skip: a held topic's, a quarantined key's, "
+    "those a dead row blocks") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  // Rows 1-100 of one key; 101-110 flow.
+  database.execute(
+      "INSERT INTO outbox.messages (topic, message_key, payload)"
+      " SELECT 'claim.skipped', 'skipped', 'x' FROM generate_series(1, 100)");
+  insert_rows(database, 10, 10);
+  Claimer claimer(database, std::chrono::milliseconds(300));
+  std::vector<std::string> held;
+  SUBCASE("held topic") { held = {"claim.skipped"}; }
+  SUBCASE("quarantined key") {
+    claimer.store->quarantine(RowProblem{OutboxId{1}, std::string("skipped"), "test", true});
+  }
+  SUBCASE("blocked by a dead row") {
+    database.execute("UPDATE outbox.messages SET state = 'dead', last_error = 'test' WHERE id = 1");
+  }
+  CHECK(ids_of(claimer.claim_holding(held)).front() == 101);
+  database.execute("UPDATE outbox.messages SET state = 'published' WHERE id > 100");
+  for (int i = 0; i < 10 && claimer.store->claim_floor() <= 100; ++i) claimer.claim_holding(held);
+  REQUIRE(claimer.store->claim_floor() > 100);
+
+  // Five rescan intervals: a rescan that looked at those rows would bring the floor back to 1.
+  bool lowered = false;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
+  while (std::chrono::steady_clock::now() < until && !lowered) {
+    CHECK(claimer.claim_holding(held).rows.empty());
+    lowered = claimer.store->claim_floor() <= 100;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  CHECK_FALSE(lowered);
+}
+
+TEST_CASE(
+    "a row made pending below a held topic's rows while it is held is claimed first at its "
+    "release, although the floor had risen past it again") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  // Row 1 of the held topic is dead; rows 2-11 of it wait for the topic; 12-21 flow.
+  database.execute(
+      "INSERT INTO outbox.messages (topic, message_key, payload)"
+      " SELECT 'claim.held', 'h-' || n, 'x' FROM generate_series(1, 11) n");
+  database.execute("UPDATE outbox.messages SET state = 'dead', last_error = 'test' WHERE id = 1");
+  insert_rows(database, 10, 10);
+  Claimer claimer(database, std::chrono::milliseconds(3'600'000));  // no rescan to help
+  database.execute("UPDATE outbox.messages SET state = 'published' WHERE id >= 12");
+  // The floor reaches 2 (the held topic's oldest pending row) before the hold begins there.
+  for (int i = 0; i < 10 && claimer.store->claim_floor() < 2; ++i) claimer.claim(100, 1 << 20);
+  REQUIRE(claimer.store->claim_floor() == 2);
+  const std::vector<std::string> held{"claim.held"};
+  insert_rows(database, 5, 10);  // 22-26
+  for (int i = 0; i < 10 && claimer.store->claim_floor() <= 11; ++i) claimer.claim_holding(held);
+  REQUIRE(claimer.store->claim_floor() > 11);
+
+  // Row 1 is requeued under the hold: the floor comes down to it, and rises past it again, since
+  // it is the held topic's.
+  database.execute("SELECT outbox.requeue(1)");
+  for (int i = 0; i < 10 && claimer.store->claim_floor() > 1; ++i) claimer.claim_holding(held);
+  REQUIRE(claimer.store->claim_floor() == 1);
+  database.execute("UPDATE outbox.messages SET state = 'published' WHERE id >= 22");
+  for (int i = 0; i < 10 && claimer.store->claim_floor() <= 11; ++i) claimer.claim_holding(held);
+  REQUIRE(claimer.store->claim_floor() > 11);
+
+  // Released: its claims start from row 1, not from 2, where the hold began.
+  const std::vector<std::int64_t> ids = ids_of(claimer.claim_holding({}));
+  REQUIRE_FALSE(ids.empty());
+  CHECK(ids.front() == 1);
+}
+
+TEST_CASE(
+    "a held topic's row given an id below where its hold began, by hand, is found by the rescan "
+    "and claimed first at the release") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  database.execute("SELECT setval(pg_get_serial_sequence('outbox.messages', 'id'), 100)");
+  database.execute(
+      "INSERT INTO outbox.messages (topic, message_key, payload)"
+      " SELECT 'claim.held', 'h', 'x' FROM generate_series(1, 10)");  // 101-110
+  Claimer claimer(database, std::chrono::milliseconds(300));
+  const std::vector<std::string> held{"claim.held"};
+  for (int i = 0; i < 10 && claimer.store->claim_floor() < 101; ++i) claimer.claim(100, 1 << 20);
+  REQUIRE(claimer.store->claim_floor() == 101);  // the hold begins here
+  for (int i = 0; i < 10 && claimer.store->claim_floor() <= 110; ++i) claimer.claim_holding(held);
+  REQUIRE(claimer.store->claim_floor() > 110);
+
+  // Below the hold's start, where the floor's rule cannot see it: the rescan finds it (the floor
+  // comes down to it, then rises past it again, since it is the held topic's).
+  database.execute(
+      "INSERT INTO outbox.messages (id, topic, message_key, payload) OVERRIDING SYSTEM VALUE"
+      " VALUES (50, 'claim.held', 'h', 'x')");
+  REQUIRE(eventually(
+      [&] {
+        CHECK(claimer.claim_holding(held).rows.empty());
+        return claimer.store->claim_floor() <= 50;
+      },
+      std::chrono::seconds(10)));
+
+  // Released: the claims start from it, before the rest of its key.
+  const std::vector<std::int64_t> ids = ids_of(claimer.claim_holding({}));
+  REQUIRE_FALSE(ids.empty());
+  CHECK(ids.front() == 50);
+}
+
+TEST_CASE(
+    "a held topic's rows moved to a topic that flows are claimed at once, although the floor had "
+    "risen past them") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  database.execute(
+      "INSERT INTO outbox.messages (topic, message_key, payload)"
+      " SELECT 'claim.missing', 'h-' || n, 'x' FROM generate_series(1, 10) n");
+  insert_rows(database, 10, 10);                                    // 11-20
+  Claimer claimer(database, std::chrono::milliseconds(3'600'000));  // no rescan to help
+  const std::vector<std::string> held{"claim.missing"};
+  CHECK(ids_of(claimer.claim_holding(held)).front() == 11);
+  database.execute("UPDATE outbox.messages SET state = 'published' WHERE id > 10");
+  for (int i = 0; i < 10 && claimer.store->claim_floor() <= 10; ++i) claimer.claim_holding(held);
+  REQUIRE(claimer.store->claim_floor() > 10);
+
+  // The operator re-routes the missing topic's backlog; the topic itself stays held.
+  database.execute("UPDATE outbox.messages SET topic = 'claim.test' WHERE topic = 'claim.missing'");
+  const std::vector<std::int64_t> ids = ids_of(claimer.claim_holding(held));
+  CHECK(ids == std::vector<std::int64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10});
+}
+
+TEST_CASE(
+    "rows a dead row blocked are claimed as soon as it is discarded or deleted, although the "
+    "floor had risen past them") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  // Row 1 is dead; rows 2-11 of its key wait behind it (dead_key_policy block); 12-21 flow.
+  database.execute(
+      "INSERT INTO outbox.messages (topic, message_key, payload)"
+      " SELECT 'claim.test', 'blocked', 'x' FROM generate_series(1, 11)");
+  database.execute("UPDATE outbox.messages SET state = 'dead', last_error = 'test' WHERE id = 1");
+  insert_rows(database, 10, 10);
+  Claimer claimer(database, std::chrono::milliseconds(3'600'000));  // no rescan to help
+  std::vector<std::int64_t> ids = ids_of(claimer.claim(100, 1 << 20));
+  REQUIRE(ids.size() == 10);
+  CHECK(ids.front() == 12);
+  database.execute("UPDATE outbox.messages SET state = 'published' WHERE id >= 12");
+  insert_rows(database, 5, 10);  // 22-26
+  for (int i = 0; i < 10 && claimer.store->claim_floor() <= 11; ++i) claimer.claim(100, 1 << 20);
+  REQUIRE(claimer.store->claim_floor() > 11);
+
+  SUBCASE("discarded") { database.execute("SELECT outbox.discard(1, 'test')"); }
+  SUBCASE("deleted") { database.execute("DELETE FROM outbox.messages WHERE id = 1"); }
+  SUBCASE("given another key") {
+    database.execute("UPDATE outbox.messages SET message_key = 'elsewhere' WHERE id = 1");
+  }
+  ids = ids_of(claimer.claim(100, 1 << 20));
+  REQUIRE_FALSE(ids.empty());
+  CHECK(ids.front() == 2);
+}
+
+TEST_CASE(
+    "a keyless dead row, which blocks nothing, leaves no rewind when it is discarded or deleted") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  database.execute(
+      "INSERT INTO outbox.messages (topic, message_key, payload)"
+      " SELECT 'claim.test', NULL, 'x' FROM generate_series(1, 2)");
+  database.execute("UPDATE outbox.messages SET state = 'dead', last_error = 'test'");
+  database.execute("SELECT outbox.discard(1, 'test')");
+  database.execute("DELETE FROM outbox.messages WHERE id = 2");
+  CHECK(database.scalar("SELECT count(*) FROM outbox.claim_rewinds") == "0");
+}
+
+TEST_CASE("a quarantined key's rows are risen past by the floor, and its other rows stay out") {
+  REQUIRE_SERVICES();
+  TestDatabase database;
+  database.execute(
+      "INSERT INTO outbox.messages (topic, message_key, payload)"
+      " SELECT 'claim.test', 'poison', 'x' FROM generate_series(1, 100)");
+  insert_rows(database, 10, 10);  // 101-110
+  Claimer claimer(database, std::chrono::milliseconds(300));
+  claimer.store->quarantine(RowProblem{OutboxId{1}, std::string("poison"), "test", true});
+  std::vector<std::int64_t> ids = ids_of(claimer.claim(100, 1 << 20));
+  REQUIRE(ids.size() == 10);
+  CHECK(ids.front() == 101);
+  database.execute("UPDATE outbox.messages SET state = 'published' WHERE id > 100");
+  insert_rows(database, 5, 10);
+  for (int i = 0; i < 10 && claimer.store->claim_floor() <= 100; ++i) claimer.claim(100, 1 << 20);
+  CHECK(claimer.store->claim_floor() > 100);
+  ids = ids_of(claimer.claim(100, 1 << 20));
+  CHECK(ids.size() == 5);
+  CHECK(std::all_of(ids.begin(), ids.end(), [](std::int64_t id) { return id > 110; }));
 }
 
 TEST_CASE(

@@ -17,6 +17,13 @@ ClaimFloor::Probe probe(std::optional<std::int64_t> lowest_pending, std::uint64_
   return ClaimFloor::Probe{lowest_pending, rewound, xmin, xmax, last_id};
 }
 
+/// Probes until the floor has risen to `lowest`: three probes that each see every transaction
+/// ended and `lowest` as the lowest pending row (the first's candidate is capped by the sequence
+/// value one probe earlier). Transaction ids count on from `xid`.
+void rise_to(ClaimFloor& floor, std::int64_t lowest, std::uint64_t xid, std::int64_t last_id) {
+  for (std::uint64_t i = 0; i < 3; ++i) floor.observe(probe(lowest, xid + i, xid + i, last_id));
+}
+
 }  // namespace
 
 TEST_CASE("the floor waits for every transaction in progress at the candidate's snapshot") {
@@ -118,4 +125,110 @@ TEST_CASE("the floor never rises above the lowest pending row found after the wa
   floor.observe(probe(500, 10, 10, 600));
   floor.observe(probe(300, 20, 20, 600));  // 500 was promoted as min(500, 300)
   CHECK(floor.floor() == 300);
+}
+
+TEST_CASE(
+    "a held topic's rows are risen past while it is held, and its release brings the floor "
+    "back to where the hold began") {
+  ClaimFloor floor;
+  floor.observe(probe(100, 10, 10, 120));
+  floor.observe(probe(100, 20, 20, 120));
+  REQUIRE(floor.floor() == 100);
+  // Topic "a" is held: its rows from 100 on are skipped, and the probe finds the lowest other
+  // pending row, 5,000.
+  floor.hold_routes({"a"});
+  rise_to(floor, 5000, 30, 6000);
+  REQUIRE(floor.floor() == 5000);
+  // Topic "b" is held later, from 5,000; held again and again, neither moves.
+  floor.hold_routes({"a", "b"});
+  floor.hold_routes({"b", "a"});
+  rise_to(floor, 9000, 60, 9500);
+  REQUIRE(floor.floor() == 9000);
+  // "b" released: back to 5,000, where its rows may start.
+  floor.hold_routes({"a"});
+  CHECK(floor.floor() == 5000);
+  // Candidates found after the release see b's rows again: the floor stays below them.
+  floor.observe(probe(5000, 90, 90, 9500));
+  floor.observe(probe(5000, 100, 100, 9500));
+  CHECK(floor.floor() == 5000);
+  // "a" released: back to 100.
+  floor.hold_routes({});
+  CHECK(floor.floor() == 100);
+}
+
+TEST_CASE("a reset while a topic is held makes its release look from the start") {
+  ClaimFloor floor;
+  floor.observe(probe(100, 10, 10, 120));
+  floor.observe(probe(100, 20, 20, 120));
+  floor.hold_routes({"a"});  // held from 100
+  floor.reset();             // lanes taken: their rows of "a" may lie below 100
+  rise_to(floor, 5000, 30, 6000);
+  REQUIRE(floor.floor() == 5000);
+  floor.hold_routes({});
+  CHECK(floor.floor() == 0);
+}
+
+TEST_CASE("a retry that fails puts the floor back where it stood when the hold ended") {
+  ClaimFloor floor;
+  floor.hold_routes({"a"});  // held from 0
+  rise_to(floor, 5000, 10, 6000);
+  REQUIRE(floor.floor() == 5000);
+  // The retry: released (back to 0, where "a"'s rows are), claimed, failed, held again.
+  floor.hold_routes({});
+  REQUIRE(floor.floor() == 0);
+  floor.observe(probe(1, 40, 40, 6100));  // "a"'s oldest row is pending again
+  floor.hold_routes({"a"});
+  CHECK(floor.floor() == 5000);
+  // Its next release still goes back to its oldest rows, not to 5,000.
+  floor.hold_routes({});
+  CHECK(floor.floor() == 0);
+}
+
+TEST_CASE("a retry does not put the floor back when something else brought it down meanwhile") {
+  auto held_at_5000 = [] {
+    ClaimFloor floor;
+    floor.hold_routes({"a", "b"});
+    rise_to(floor, 5000, 10, 6000);
+    REQUIRE(floor.floor() == 5000);
+    floor.hold_routes({"b"});  // "a" is retried
+    return floor;
+  };
+  SUBCASE("a rewind") {
+    ClaimFloor floor = held_at_5000();
+    floor.observe(probe(1, 40, 40, 6100, /*rewound=*/4000));  // a row made pending again at 4,000
+    floor.hold_routes({"a", "b"});
+    CHECK(floor.floor() == 0);
+  }
+  SUBCASE("another route's release") {
+    ClaimFloor floor = held_at_5000();
+    floor.hold_routes({});  // "b"'s rows are claimed again too
+    floor.hold_routes({"a"});
+    CHECK(floor.floor() == 0);
+  }
+  SUBCASE("a reset") {
+    ClaimFloor floor = held_at_5000();
+    floor.reset();
+    floor.hold_routes({"a", "b"});
+    CHECK(floor.floor() == 0);
+  }
+}
+
+TEST_CASE(
+    "a row made pending below a held topic's start, while it is held, is below where its release "
+    "brings the floor back") {
+  ClaimFloor floor;
+  floor.observe(probe(100, 10, 10, 120));
+  floor.observe(probe(100, 20, 20, 120));
+  floor.hold_routes({"a"});  // held from 100
+  rise_to(floor, 5000, 30, 6000);
+  REQUIRE(floor.floor() == 5000);
+  // A dead row of "a" at 50 is requeued (or the rescan finds one written there by hand): the
+  // floor comes down to it, then rises past it again, since "a" is held and 50 is its row.
+  floor.observe(probe(std::nullopt, 40, 40, 6000, /*rewound=*/50));
+  REQUIRE(floor.floor() == 50);
+  rise_to(floor, 5000, 50, 6000);
+  REQUIRE(floor.floor() == 5000);
+  // Released: the claims start from 50, not from 100, above the row.
+  floor.hold_routes({});
+  CHECK(floor.floor() == 50);
 }
