@@ -19,11 +19,19 @@
 CREATE OR REPLACE FUNCTION outbox.note_claim_rewind() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-  noted outbox.messages;
+  noted_id bigint;
+  noted_key text;
 BEGIN
-  IF TG_NARGS > 0 AND TG_ARGV[0] = 'old' THEN noted := OLD; ELSE noted := NEW; END IF;
+  -- NEW is not there for DELETE: only read the row named.
+  IF TG_NARGS > 0 AND TG_ARGV[0] = 'old' THEN
+    noted_id := OLD.id;
+    noted_key := OLD.message_key;
+  ELSE
+    noted_id := NEW.id;
+    noted_key := NEW.message_key;
+  END IF;
   INSERT INTO outbox.claim_rewinds (id, key_hash)
-  VALUES (noted.id, hashtext(coalesce(noted.message_key, '')));
+  VALUES (noted_id, hashtext(coalesce(noted_key, '')));
   RETURN NULL;
 END
 $$;

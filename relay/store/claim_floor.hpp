@@ -102,9 +102,10 @@ class ClaimFloor {
   ///
   /// A retry makes that round trip: the hold ends, the claims take the route's oldest rows, they
   /// fail, the route is held again. The floor then goes back to where it stood when the hold
-  /// ended, unless something else brought it down meanwhile (a rewind, a row the rescan found,
-  /// another route's release, a reset): below it, only this route's rows can be pending, since
-  /// every id below it was taken by a transaction that had ended by then. Without this every
+  /// ended, or only as far as anything else brought it down to meanwhile (a rewind, a row the
+  /// rescan found, another route's release; a reset forgets it): below that, only this route's
+  /// rows can be pending, since every id below it was taken by a transaction that had ended by
+  /// then. Without this every
   /// retry of a topic with a backlog made the next claims and probes read the whole backlog
   /// again (0.27 s each at 300,000 rows) until the floor had risen past it once more.
   void hold_routes(const std::vector<std::string>& held) {
@@ -127,13 +128,17 @@ class ClaimFloor {
     }
   }
 
-  /// Where the held routes' rows may start: the lowest of their holds' starts, or the floor when
-  /// none is held. A held route's row below it (an id written by hand, or taken long before its
-  /// transaction wrote) is what only the rescan can find, and it must, before the release.
-  std::int64_t lowest_hold_start() const {
-    std::int64_t lowest = floor_;
-    for (const auto& hold : held_from_) lowest = std::min(lowest, hold.second);
-    return lowest;
+  /// Where each of `held`'s rows may start (the floor for a route not yet held). A held route's
+  /// row below its start (an id written by hand, or taken long before its transaction wrote) is
+  /// one only the rescan can find, and should, before the release comes back down to the start;
+  /// a look found after the release comes later than the key's rows claimed since.
+  std::vector<std::int64_t> hold_starts(const std::vector<std::string>& held) const {
+    std::vector<std::int64_t> starts;
+    for (const std::string& route : held) {
+      const auto hold = held_from_.find(route);
+      starts.push_back(hold == held_from_.end() ? floor_ : hold->second);
+    }
+    return starts;
   }
 
   /// Forgets everything: a new session, whose last probe may have seen less, or lanes taken
@@ -159,7 +164,8 @@ class ClaimFloor {
     floor_ = std::min(floor_, id);
     for (Candidate& candidate : candidates_) candidate.id = std::min(candidate.id, id);
     for (auto& hold : held_from_) hold.second = std::min(hold.second, id);
-    released_from_.clear();
+    // A re-held route's floor may go back up only as far as this row: it may be any route's.
+    for (auto& released : released_from_) released.second = std::min(released.second, id);
   }
 
   static constexpr std::size_t kMaxCandidates = 64;
@@ -167,7 +173,7 @@ class ClaimFloor {
   std::deque<Candidate> candidates_;
   std::optional<std::int64_t> previous_last_id_;
   std::map<std::string, std::int64_t> held_from_;  // route -> the floor when its hold began
-  // route -> the floor when its hold ended, while nothing else has brought the floor down since
+  // route -> the floor when its hold ended, or lower, to what has brought the floor down since
   std::map<std::string, std::int64_t> released_from_;
 };
 

@@ -66,7 +66,7 @@ void FloorRescanner::run() noexcept {
         pqxx::nontransaction tx{c};
         return tx.exec_prepared1("rescan", request.lanes, request.floor, request.quarantined_ids,
                                  request.held_routes, request.quarantined_keys,
-                                 request.lowest_hold_start);
+                                 request.hold_starts);
       });
       if (!row[0].is_null()) found = row[0].as<std::int64_t>();
     } catch (const std::exception& error) {

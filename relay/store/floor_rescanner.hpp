@@ -40,7 +40,7 @@ class LazySession;
 
 class FloorRescanner {
  public:
-  /// What to look for: `sql` takes these as $1 to $6 (array literals but the ids) and returns
+  /// What to look for: `sql` takes these as $1 to $6 (array literals but the floor) and returns
   /// one row: the lowest pending id below the floor in the lanes, of the rows claims do not skip
   /// (claim_floor.hpp) and of the held routes' rows below where their holds began, or NULL.
   struct Request {
@@ -49,7 +49,7 @@ class FloorRescanner {
     std::string quarantined_ids;
     std::string held_routes;
     std::string quarantined_keys;
-    std::int64_t lowest_hold_start = 0;  ///< ClaimFloor::lowest_hold_start
+    std::string hold_starts;  ///< ClaimFloor::hold_starts, in the order of held_routes
   };
 
   FloorRescanner(const PostgresConfig& postgres, std::string sql,

@@ -78,16 +78,22 @@ std::string claim_columns(const RoutingConfig& routing, std::string_view max_row
 // earlier dead row. The floor's probe and rescan skip them too (claim_floor.hpp). Held topics and
 // quarantined keys are few, usually none.
 //
-// `held_below` (a bigint, or empty): held topics' rows below it are not skipped.
+// `held_starts` (a bigint[] in the order of `held`, or empty): a held topic's rows below its
+// start are not skipped.
 std::string skipped_rows_filter(DeadKeyPolicy dead_key_policy, const RoutingConfig& routing,
                                 const std::string& held, const std::string& keys,
-                                const std::string& held_below = "") {
+                                const std::string& held_starts = "") {
   const std::string route = "m.\"" + routing.topic_column + "\"";  // validated as [a-z_][a-z0-9_]*
+  const std::string not_held = held_starts.empty()
+                                   ? route + "::text <> ALL(" + held + "::text[])"
+                                   : "NOT EXISTS (SELECT 1 FROM unnest(" + held + "::text[], " +
+                                         held_starts +
+                                         "::bigint[]) h(route, start) WHERE h.route = " + route +
+                                         "::text AND m.id >= h.start)";
   std::string sql = "   AND (cardinality(" + held + "::text[]) = 0 OR " + route + " IS NULL OR " +
-                    route + "::text <> ALL(" + held + "::text[])" +
-                    (held_below.empty() ? "" : " OR m.id < " + held_below + "::bigint") + ")" +
-                    "   AND (cardinality(" + keys + "::text[]) = 0 OR m.message_key IS NULL" +
-                    "        OR m.message_key <> ALL(" + keys + "::text[]))";
+                    not_held + ")" + "   AND (cardinality(" + keys +
+                    "::text[]) = 0 OR m.message_key IS NULL" + "        OR m.message_key <> ALL(" +
+                    keys + "::text[]))";
   if (dead_key_policy == DeadKeyPolicy::block) {
     sql +=
         "   AND (m.message_key IS NULL OR NOT EXISTS ("
@@ -97,7 +103,8 @@ std::string skipped_rows_filter(DeadKeyPolicy dead_key_policy, const RoutingConf
   return sql;
 }
 
-std::string claim_filter(DeadKeyPolicy dead_key_policy, const RoutingConfig& routing) {
+std::string claim_filter(DeadKeyPolicy dead_key_policy, const RoutingConfig& routing,
+                         bool floor_enabled) {
   // The partial index keeps the scan to pending rows.
   // The in-flight ids are skipped through a hashed subplan, built once per claim. "<> ALL($3)"
   // is hashed only when the array is a constant, in a custom plan; in the generic plan that
@@ -116,12 +123,14 @@ std::string claim_filter(DeadKeyPolicy dead_key_policy, const RoutingConfig& rou
          // probe's did not: a dead row requeued between the two is pending again below the floor,
          // and the later rows of its key it blocked are claimable in this snapshot, above it.
          // Started at the floor alone, the claim took those and left the requeued row for the
-         // next one.
-         "   AND m.id >= LEAST($9, (SELECT min(r.id) FROM outbox.claim_rewinds r"
-         "                           WHERE (r.key_hash & $1) = ANY($2::int[])))";
+         // next one. With the floor off ($9 is 0) nothing takes the rewinds, so none is read.
+         (floor_enabled ? "   AND m.id >= LEAST($9, (SELECT min(r.id) FROM outbox.claim_rewinds r"
+                          "                           WHERE (r.key_hash & $1) = ANY($2::int[])))"
+                        : "   AND m.id >= $9");
 }
 
-std::string claim_sql(const RoutingConfig& routing, DeadKeyPolicy dead_key_policy, int lane_mask) {
+std::string claim_sql(const RoutingConfig& routing, DeadKeyPolicy dead_key_policy, int lane_mask,
+                      bool floor_enabled) {
   // Bounded by rows ($4) and by bytes ($5): the window sums row sizes in id order and keeps the
   // rows that start within the budget (so the first row always comes). Sizes are octet_length,
   // which reads a TOASTed value's header, not the value; only the rows kept are sent, and an
@@ -135,28 +144,30 @@ std::string claim_sql(const RoutingConfig& routing, DeadKeyPolicy dead_key_polic
          "         sum((CASE WHEN c.size <= $6 THEN c.size ELSE 0 END)::int)"
          "           OVER (ORDER BY c.id ROWS UNBOUNDED PRECEDING) AS running"
          "    FROM (SELECT " +
-         claim_columns(routing, "$6", lane_mask) + claim_filter(dead_key_policy, routing) +
+         claim_columns(routing, "$6", lane_mask) +
+         claim_filter(dead_key_policy, routing, floor_enabled) +
          "           ORDER BY m.id LIMIT $4) c) b"
          " WHERE b.running - CASE WHEN b.size <= $6 THEN b.size ELSE 0 END < $5"
          " ORDER BY id";
 }
 
-std::string claim_ids_sql(const RoutingConfig& routing, DeadKeyPolicy dead_key_policy) {
+std::string claim_ids_sql(const RoutingConfig& routing, DeadKeyPolicy dead_key_policy,
+                          bool floor_enabled) {
   // Same rows as the claim, ids only: what isolation reads when the claim failed on a row's data.
   // It takes the claim's parameters so both run with one argument list; the budgets ($5, $6) are
   // positive, and only named so that PostgreSQL can type them.
-  return "SELECT m.id" + claim_filter(dead_key_policy, routing) +
+  return "SELECT m.id" + claim_filter(dead_key_policy, routing, floor_enabled) +
          " AND $5::bigint > 0 AND $6::bigint > 0 ORDER BY m.id LIMIT $4";
 }
 
 // The rows of the owned lanes ($1) that the floor counts as pending: not quarantined ($3, ids),
-// not of a held topic ($4; unless below `held_below`) or a quarantined key ($5), not blocked by a
-// dead row.
+// not of a held topic ($4; unless below its start in `held_starts`) or a quarantined key ($5), not
+// blocked by a dead row.
 std::string floor_rows_filter(DeadKeyPolicy dead_key_policy, const RoutingConfig& routing,
-                              int lane_mask, const std::string& held_below = "") {
+                              int lane_mask, const std::string& held_starts = "") {
   return " AND " + lane_of_row(std::to_string(lane_mask)) +
          " = ANY($1::int[]) AND m.id <> ALL($3::bigint[])" +
-         skipped_rows_filter(dead_key_policy, routing, "$4", "$5", held_below);
+         skipped_rows_filter(dead_key_policy, routing, "$4", "$5", held_starts);
 }
 
 std::string floor_probe_sql(DeadKeyPolicy dead_key_policy, const RoutingConfig& routing,
@@ -179,8 +190,9 @@ std::string floor_probe_sql(DeadKeyPolicy dead_key_policy, const RoutingConfig& 
 std::string rescan_sql(DeadKeyPolicy dead_key_policy, const RoutingConfig& routing, int lane_mask) {
   // The lowest pending id below the floor ($2) in the lanes ($1): rows the floor's rule cannot
   // see (claim_floor.hpp). A held topic's such row is looked for too, below where its hold began
-  // ($6): the floor rises past it again, but the hold's release must come down to it, and no
-  // other look will find it there. Named in a comment so that pg_stat_activity tells its session.
+  // ($6, each held topic's start): the floor rises past it again, but the hold's release must
+  // come down to it, and no other look will find it there. Named in a comment so that
+  // pg_stat_activity tells its session.
   return "SELECT /* claim floor rescan */ min(m.id) FROM outbox.messages m"
          " WHERE m.state = 'pending' AND m.id < $2" +
          floor_rows_filter(dead_key_policy, routing, lane_mask, "$6");
@@ -356,13 +368,14 @@ void OutboxStore::ensure_connected() {
   run("connect to " + redact_postgres_url(postgres_.url), [&] {
     auto session = std::make_unique<Session>(session_connection_string(postgres_));
     session->connection.prepare("park_dead", kParkDeadSql);
-    session->connection.prepare("claim",
-                                claim_sql(routing_, relay_.dead_key_policy, relay_.lanes - 1));
-    session->connection.prepare("claim_ids", claim_ids_sql(routing_, relay_.dead_key_policy));
+    session->floor_enabled = id_sequence_caches_one(session->connection);
+    session->connection.prepare("claim", claim_sql(routing_, relay_.dead_key_policy,
+                                                   relay_.lanes - 1, session->floor_enabled));
+    session->connection.prepare(
+        "claim_ids", claim_ids_sql(routing_, relay_.dead_key_policy, session->floor_enabled));
     session->connection.prepare("read_one", read_one_sql(routing_, relay_.lanes - 1));
     session->connection.prepare(
         "floor_probe", floor_probe_sql(relay_.dead_key_policy, routing_, relay_.lanes - 1));
-    session->floor_enabled = id_sequence_caches_one(session->connection);
     if (session->floor_enabled && !rescanner_) {
       rescanner_ = std::make_unique<FloorRescanner>(
           postgres_, rescan_sql(relay_.dead_key_policy, routing_, relay_.lanes - 1),
@@ -667,7 +680,7 @@ ClaimedBatch OutboxStore::claim_batch(std::span<const OutboxId> in_flight,
 
   if (session_->floor_enabled) {
     session_->floor.hold_routes(held);
-    probe_floor(held_param);
+    probe_floor(held, held_param);
   }
   const std::int64_t floor = session_->floor.floor();
 
@@ -698,7 +711,7 @@ ClaimedBatch OutboxStore::claim_batch(std::span<const OutboxId> in_flight,
   return batch;
 }
 
-void OutboxStore::probe_floor(const std::string& held_param) {
+void OutboxStore::probe_floor(const std::vector<std::string>& held, const std::string& held_param) {
   // The rescan's answer, if one came, is taken before its next request: each is used once.
   // The rescanner paces its looks itself (floor_rescanner.hpp).
   std::optional<std::int64_t> rescanned = rescanner_->take_found();
@@ -707,7 +720,7 @@ void OutboxStore::probe_floor(const std::string& held_param) {
                                format_int_array(quarantined_ids_),
                                held_param,
                                format_text_array(quarantined_keys_),
-                               session_->floor.lowest_hold_start()};
+                               format_int_array(session_->floor.hold_starts(held))};
   const pqxx::row row = run("probe the claim floor", [&] {
     pqxx::nontransaction tx{session_->connection};
     return tx.exec_prepared1("floor_probe", look.lanes, look.floor, look.quarantined_ids,

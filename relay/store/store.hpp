@@ -194,8 +194,8 @@ class OutboxStore {
                                                 std::vector<OutboxRow>& rows);
   /// Runs the claim floor's probe, with the rescan's answer if one came (and asks for the next
   /// rescan when it is due), and moves the floor; both skip the rows claims skip, among them
-  /// those of `held_param` (the held routes, a text[] literal).
-  void probe_floor(const std::string& held_param);
+  /// those of `held` (the held routes; `held_param` is their text[] literal).
+  void probe_floor(const std::vector<std::string>& held, const std::string& held_param);
   RowProblem park_as_dead(OutboxId id, std::string reason);
   void end_expired_instances(pqxx::transaction_base& tx, LaneOwnership& ownership);
 };

@@ -430,7 +430,17 @@ TEST_CASE(
   for (int i = 0; i < 10 && claimer.store->claim_floor() <= 100; ++i) claimer.claim_holding(held);
   REQUIRE(claimer.store->claim_floor() > 100);
 
-  // Five rescan intervals: a rescan that looked at those rows would bring the floor back to 1.
+  // The rescan has its session (so it is looking), then five rescan intervals: a rescan that
+  // looked at those rows would bring the floor back to 1.
+  REQUIRE(eventually(
+      [&] {
+        claimer.claim_holding(held);  // a claim's probe asks for the rescan when it is due
+        return database.scalar(
+                   "SELECT count(*) FROM pg_stat_activity WHERE datname ="
+                   " current_database() AND query LIKE '%claim floor rescan%'"
+                   " AND pid <> pg_backend_pid()") != "0";
+      },
+      std::chrono::seconds(10)));
   bool lowered = false;
   const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
   while (std::chrono::steady_clock::now() < until && !lowered) {
@@ -479,34 +489,39 @@ TEST_CASE(
 
 TEST_CASE(
     "a held topic's row given an id below where its hold began, by hand, is found by the rescan "
-    "and claimed first at the release") {
+    "and claimed first at the release, whatever other topic is held from lower down") {
   REQUIRE_SERVICES();
   TestDatabase database;
   database.execute("SELECT setval(pg_get_serial_sequence('outbox.messages', 'id'), 100)");
   database.execute(
+      "INSERT INTO outbox.messages (topic, message_key, payload) VALUES ('claim.early', 'e', 'x')");
+  database.execute(
       "INSERT INTO outbox.messages (topic, message_key, payload)"
-      " SELECT 'claim.held', 'h', 'x' FROM generate_series(1, 10)");  // 101-110
+      " SELECT 'claim.held', 'h', 'x' FROM generate_series(1, 10)");  // 102-111
   Claimer claimer(database, std::chrono::milliseconds(300));
-  const std::vector<std::string> held{"claim.held"};
-  for (int i = 0; i < 10 && claimer.store->claim_floor() < 101; ++i) claimer.claim(100, 1 << 20);
-  REQUIRE(claimer.store->claim_floor() == 101);  // the hold begins here
-  for (int i = 0; i < 10 && claimer.store->claim_floor() <= 110; ++i) claimer.claim_holding(held);
-  REQUIRE(claimer.store->claim_floor() > 110);
+  // "claim.early" is held from the start (0); the floor rises to 102, where "claim.held"'s hold
+  // begins.
+  const std::vector<std::string> early{"claim.early"};
+  for (int i = 0; i < 10 && claimer.store->claim_floor() < 102; ++i) claimer.claim_holding(early);
+  REQUIRE(claimer.store->claim_floor() == 102);
+  const std::vector<std::string> both{"claim.early", "claim.held"};
+  for (int i = 0; i < 10 && claimer.store->claim_floor() <= 111; ++i) claimer.claim_holding(both);
+  REQUIRE(claimer.store->claim_floor() > 111);
 
-  // Below the hold's start, where the floor's rule cannot see it: the rescan finds it (the floor
-  // comes down to it, then rises past it again, since it is the held topic's).
+  // Below "claim.held"'s start, where the floor's rule cannot see it: the rescan finds it (the
+  // floor comes down to it, then rises past it again, since it is a held topic's).
   database.execute(
       "INSERT INTO outbox.messages (id, topic, message_key, payload) OVERRIDING SYSTEM VALUE"
       " VALUES (50, 'claim.held', 'h', 'x')");
   REQUIRE(eventually(
       [&] {
-        CHECK(claimer.claim_holding(held).rows.empty());
+        CHECK(claimer.claim_holding(both).rows.empty());
         return claimer.store->claim_floor() <= 50;
       },
       std::chrono::seconds(10)));
 
-  // Released: the claims start from it, before the rest of its key.
-  const std::vector<std::int64_t> ids = ids_of(claimer.claim_holding({}));
+  // "claim.held" released: its claims start from that row, before the rest of its key.
+  const std::vector<std::int64_t> ids = ids_of(claimer.claim_holding(early));
   REQUIRE_FALSE(ids.empty());
   CHECK(ids.front() == 50);
 }

@@ -184,7 +184,7 @@ TEST_CASE("a retry that fails puts the floor back where it stood when the hold e
   CHECK(floor.floor() == 0);
 }
 
-TEST_CASE("a retry does not put the floor back when something else brought it down meanwhile") {
+TEST_CASE("a retry puts the floor back no higher than anything else brought it down to meanwhile") {
   auto held_at_5000 = [] {
     ClaimFloor floor;
     floor.hold_routes({"a", "b"});
@@ -197,7 +197,13 @@ TEST_CASE("a retry does not put the floor back when something else brought it do
     ClaimFloor floor = held_at_5000();
     floor.observe(probe(1, 40, 40, 6100, /*rewound=*/4000));  // a row made pending again at 4,000
     floor.hold_routes({"a", "b"});
-    CHECK(floor.floor() == 0);
+    CHECK(floor.floor() == 4000);  // up only as far as the rewound row
+  }
+  SUBCASE("a rewind above where the hold ended") {
+    ClaimFloor floor = held_at_5000();
+    floor.observe(probe(1, 40, 40, 6100, /*rewound=*/5500));  // a half message committed
+    floor.hold_routes({"a", "b"});
+    CHECK(floor.floor() == 5000);
   }
   SUBCASE("another route's release") {
     ClaimFloor floor = held_at_5000();
