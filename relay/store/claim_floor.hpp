@@ -105,9 +105,9 @@ class ClaimFloor {
   /// ended, or only as far as anything else brought it down to meanwhile (a rewind, a row the
   /// rescan found, another route's release; a reset forgets it): below that, only this route's
   /// rows can be pending, since every id below it was taken by a transaction that had ended by
-  /// then. Without this every
-  /// retry of a topic with a backlog made the next claims and probes read the whole backlog
-  /// again (0.27 s each at 300,000 rows) until the floor had risen past it once more.
+  /// then. Without this every retry of a topic with a backlog made the next claims and probes
+  /// read the whole backlog again (0.27 s each at 300,000 rows) until the floor had risen past it
+  /// once more.
   void hold_routes(const std::vector<std::string>& held) {
     for (auto hold = held_from_.begin(); hold != held_from_.end();) {
       if (std::find(held.begin(), held.end(), hold->first) != held.end()) {
@@ -115,7 +115,7 @@ class ClaimFloor {
         continue;
       }
       const std::int64_t floor_at_release = floor_;
-      lower_to(hold->second);  // forgets every other route's floor at release
+      lower_to(hold->second);  // also lowers what the other released routes may go back up to
       released_from_[hold->first] = floor_at_release;
       hold = held_from_.erase(hold);
     }

@@ -44,6 +44,12 @@ struct Claimer {
   ClaimedBatch claim_holding(const std::vector<std::string>& held) {
     return store->claim_batch({}, held, ClaimLimits{100, 1 << 20, 1000000});
   }
+  /// Claims, with `held` held, until the floor is above `bound`: at most ten claims, since each
+  /// probe moves it at most one step. Whether it got there.
+  bool floor_rises_above(std::int64_t bound, const std::vector<std::string>& held = {}) {
+    for (int i = 0; i < 10 && store->claim_floor() <= bound; ++i) claim_holding(held);
+    return store->claim_floor() > bound;
+  }
   Config config;
   std::unique_ptr<OutboxStore> store;
 };
@@ -179,8 +185,7 @@ TEST_CASE("a row made pending again below the floor is claimed at once, without 
       " WHERE id = (SELECT min(id) FROM outbox.messages)");
   database.execute("UPDATE outbox.messages SET state = 'published' WHERE state = 'pending'");
   const auto dead_id = std::stoll(database.scalar("SELECT min(id) FROM outbox.messages"));
-  for (int i = 0; i < 10 && claimer.store->claim_floor() <= dead_id; ++i) claimer.claim(100, 1000);
-  REQUIRE(claimer.store->claim_floor() > dead_id);
+  REQUIRE(claimer.floor_rises_above(dead_id));
 
   // The operator requeues the dead row (the sweeper's COMMIT and a writer's commit of a half
   // message are the same UPDATE to pending).
@@ -304,8 +309,7 @@ TEST_CASE(
   insert_rows(database, 10, 10);
   Claimer claimer(database, std::chrono::milliseconds(300));
   database.execute("UPDATE outbox.messages SET state = 'published'");
-  for (int i = 0; i < 10 && claimer.store->claim_floor() <= 100; ++i) claimer.claim(100, 1000);
-  REQUIRE(claimer.store->claim_floor() > 100);
+  REQUIRE(claimer.floor_rises_above(100));
 
   // The rescan looks on a session of its own (named in its statement), not the claims' one: under
   // a held snapshot its look steps over every dead index entry below the floor.
@@ -427,8 +431,7 @@ TEST_CASE(
   }
   CHECK(ids_of(claimer.claim_holding(held)).front() == 101);
   database.execute("UPDATE outbox.messages SET state = 'published' WHERE id > 100");
-  for (int i = 0; i < 10 && claimer.store->claim_floor() <= 100; ++i) claimer.claim_holding(held);
-  REQUIRE(claimer.store->claim_floor() > 100);
+  REQUIRE(claimer.floor_rises_above(100, held));
 
   // The rescan has its session (so it is looking), then five rescan intervals: a rescan that
   // looked at those rows would bring the floor back to 1.
@@ -465,12 +468,11 @@ TEST_CASE(
   Claimer claimer(database, std::chrono::milliseconds(3'600'000));  // no rescan to help
   database.execute("UPDATE outbox.messages SET state = 'published' WHERE id >= 12");
   // The floor reaches 2 (the held topic's oldest pending row) before the hold begins there.
-  for (int i = 0; i < 10 && claimer.store->claim_floor() < 2; ++i) claimer.claim(100, 1 << 20);
+  REQUIRE(claimer.floor_rises_above(1));
   REQUIRE(claimer.store->claim_floor() == 2);
   const std::vector<std::string> held{"claim.held"};
   insert_rows(database, 5, 10);  // 22-26
-  for (int i = 0; i < 10 && claimer.store->claim_floor() <= 11; ++i) claimer.claim_holding(held);
-  REQUIRE(claimer.store->claim_floor() > 11);
+  REQUIRE(claimer.floor_rises_above(11, held));
 
   // Row 1 is requeued under the hold: the floor comes down to it, and rises past it again, since
   // it is the held topic's.
@@ -478,8 +480,7 @@ TEST_CASE(
   for (int i = 0; i < 10 && claimer.store->claim_floor() > 1; ++i) claimer.claim_holding(held);
   REQUIRE(claimer.store->claim_floor() == 1);
   database.execute("UPDATE outbox.messages SET state = 'published' WHERE id >= 22");
-  for (int i = 0; i < 10 && claimer.store->claim_floor() <= 11; ++i) claimer.claim_holding(held);
-  REQUIRE(claimer.store->claim_floor() > 11);
+  REQUIRE(claimer.floor_rises_above(11, held));
 
   // Released: its claims start from row 1, not from 2, where the hold began.
   const std::vector<std::int64_t> ids = ids_of(claimer.claim_holding({}));
@@ -502,11 +503,10 @@ TEST_CASE(
   // "claim.early" is held from the start (0); the floor rises to 102, where "claim.held"'s hold
   // begins.
   const std::vector<std::string> early{"claim.early"};
-  for (int i = 0; i < 10 && claimer.store->claim_floor() < 102; ++i) claimer.claim_holding(early);
+  REQUIRE(claimer.floor_rises_above(101, early));
   REQUIRE(claimer.store->claim_floor() == 102);
   const std::vector<std::string> both{"claim.early", "claim.held"};
-  for (int i = 0; i < 10 && claimer.store->claim_floor() <= 111; ++i) claimer.claim_holding(both);
-  REQUIRE(claimer.store->claim_floor() > 111);
+  REQUIRE(claimer.floor_rises_above(111, both));
 
   // Below "claim.held"'s start, where the floor's rule cannot see it: the rescan finds it (the
   // floor comes down to it, then rises past it again, since it is a held topic's).
@@ -539,8 +539,7 @@ TEST_CASE(
   const std::vector<std::string> held{"claim.missing"};
   CHECK(ids_of(claimer.claim_holding(held)).front() == 11);
   database.execute("UPDATE outbox.messages SET state = 'published' WHERE id > 10");
-  for (int i = 0; i < 10 && claimer.store->claim_floor() <= 10; ++i) claimer.claim_holding(held);
-  REQUIRE(claimer.store->claim_floor() > 10);
+  REQUIRE(claimer.floor_rises_above(10, held));
 
   // The operator re-routes the missing topic's backlog; the topic itself stays held.
   database.execute("UPDATE outbox.messages SET topic = 'claim.test' WHERE topic = 'claim.missing'");
@@ -565,8 +564,7 @@ TEST_CASE(
   CHECK(ids.front() == 12);
   database.execute("UPDATE outbox.messages SET state = 'published' WHERE id >= 12");
   insert_rows(database, 5, 10);  // 22-26
-  for (int i = 0; i < 10 && claimer.store->claim_floor() <= 11; ++i) claimer.claim(100, 1 << 20);
-  REQUIRE(claimer.store->claim_floor() > 11);
+  REQUIRE(claimer.floor_rises_above(11));
 
   SUBCASE("discarded") { database.execute("SELECT outbox.discard(1, 'test')"); }
   SUBCASE("deleted") { database.execute("DELETE FROM outbox.messages WHERE id = 1"); }
@@ -605,8 +603,7 @@ TEST_CASE("a quarantined key's rows are risen past by the floor, and its other r
   CHECK(ids.front() == 101);
   database.execute("UPDATE outbox.messages SET state = 'published' WHERE id > 100");
   insert_rows(database, 5, 10);
-  for (int i = 0; i < 10 && claimer.store->claim_floor() <= 100; ++i) claimer.claim(100, 1 << 20);
-  CHECK(claimer.store->claim_floor() > 100);
+  CHECK(claimer.floor_rises_above(100));
   ids = ids_of(claimer.claim(100, 1 << 20));
   CHECK(ids.size() == 5);
   CHECK(std::all_of(ids.begin(), ids.end(), [](std::int64_t id) { return id > 110; }));

@@ -131,8 +131,7 @@ TEST_CASE(
     "a held topic's rows are risen past while it is held, and its release brings the floor "
     "back to where the hold began") {
   ClaimFloor floor;
-  floor.observe(probe(100, 10, 10, 120));
-  floor.observe(probe(100, 20, 20, 120));
+  rise_to(floor, 100, 10, 120);
   REQUIRE(floor.floor() == 100);
   // Topic "a" is held: its rows from 100 on are skipped, and the probe finds the lowest other
   // pending row, 5,000.
@@ -158,8 +157,7 @@ TEST_CASE(
 
 TEST_CASE("a reset while a topic is held makes its release look from the start") {
   ClaimFloor floor;
-  floor.observe(probe(100, 10, 10, 120));
-  floor.observe(probe(100, 20, 20, 120));
+  rise_to(floor, 100, 10, 120);
   floor.hold_routes({"a"});  // held from 100
   floor.reset();             // lanes taken: their rows of "a" may lie below 100
   rise_to(floor, 5000, 30, 6000);
@@ -223,8 +221,7 @@ TEST_CASE(
     "a row made pending below a held topic's start, while it is held, is below where its release "
     "brings the floor back") {
   ClaimFloor floor;
-  floor.observe(probe(100, 10, 10, 120));
-  floor.observe(probe(100, 20, 20, 120));
+  rise_to(floor, 100, 10, 120);
   floor.hold_routes({"a"});  // held from 100
   rise_to(floor, 5000, 30, 6000);
   REQUIRE(floor.floor() == 5000);
