@@ -44,12 +44,15 @@ std::string record_outcomes_sql(PublishedRows published_rows) {
       outcomes + " WHERE m.id = u.id AND m.state = 'pending' AND " + kOnlyListedIds;
   if (published_rows == PublishedRows::keep) return update;
   // Still one statement (one round trip, one snapshot): delivered rows are deleted, the others
-  // updated; the two touch disjoint rows.
-  return "WITH delivered AS (DELETE FROM outbox.messages m USING " + outcomes +
-         "   WHERE m.id = u.id AND u.outcome = 'delivered' AND m.state = 'pending' AND " +
-         std::string(kOnlyListedIds) +
-         " RETURNING "
-         "m.id) " +
+  // updated; the two touch disjoint rows. The delete needs no join: the delivered ids are taken
+  // out of the outcomes once (an InitPlan) and read as one index condition. Joined, a generic
+  // plan estimated one delivered row, so it read the whole id list again for each row: 1,000
+  // lookups a row, 345 us of PostgreSQL CPU a row where marking them costs 12.
+  return "WITH delivered AS (DELETE FROM outbox.messages m"
+         "   WHERE m.id = ANY(ARRAY(SELECT u.id FROM " +
+         outcomes +
+         " WHERE u.outcome = 'delivered')) AND m.state = 'pending'"
+         " RETURNING m.id) " +
          update + " AND u.outcome <> 'delivered'";
 }
 

@@ -633,6 +633,8 @@ TEST_CASE(
   // The relay's delivery outcomes (pending rows) and the sweeper's check-back verdicts (unknown
   // rows): each statement's state has its own partial index.
   bool checkback = false;
+  // retention.delete_on_publish: the delivered rows are deleted, the others updated.
+  bool deleting = false;
   // Each session plans as these libpq options say: generic and custom plans, and a hash join
   // (the plan that read the whole index) where the planner would not pick one. A table as small
   // as this one would also be read sequentially, which a large one is not.
@@ -643,11 +645,15 @@ TEST_CASE(
   SUBCASE("delivery outcomes, generic plan") { planner += generic; }
   SUBCASE("delivery outcomes, custom plan") { planner += custom; }
   SUBCASE("delivery outcomes, hash join") { planner += hash_join; }
+  SUBCASE("delivered rows deleted, generic plan") { planner += generic, deleting = true; }
+  SUBCASE("delivered rows deleted, custom plan") { planner += custom, deleting = true; }
+  SUBCASE("delivered rows deleted, hash join") { planner += hash_join, deleting = true; }
   SUBCASE("check-back verdicts, generic plan") { planner += generic, checkback = true; }
   SUBCASE("check-back verdicts, custom plan") { planner += custom, checkback = true; }
   SUBCASE("check-back verdicts, hash join") { planner += hash_join, checkback = true; }
   CAPTURE(planner);
   CAPTURE(checkback);
+  CAPTURE(deleting);
   std::string options;  // percent-encoded for the URL's query
   for (const char c : planner) options += c == ' ' ? "%20" : c == '=' ? "%3D" : std::string(1, c);
   const std::string state = checkback ? "unknown" : "pending";
@@ -679,7 +685,7 @@ TEST_CASE(
   const long long before = database.settled_figure(index_reads_sql);
   PostgresConfig postgres;
   postgres.url = database.url() + "?options=" + options;
-  OutcomeStore recorder(postgres, PublishedRows::keep);
+  OutcomeStore recorder(postgres, deleting ? PublishedRows::delete_at_once : PublishedRows::keep);
   HalfMessageStore sweeper(postgres);
   for (int batch = 0; batch < 5; ++batch) {
     std::vector<DeliveryReport> reports;
