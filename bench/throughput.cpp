@@ -27,6 +27,9 @@ int drain(const Options& options) {
   const long highest_history_id = database.highest_id();
   database.load(topic, options.rows, "pending");
   const long highest_id = database.highest_id();
+  // Issue 17 races on the database's CPU; the cluster's processes are read from the relay's start.
+  const ClusterCpu cluster(options.server);
+  const double postgres_before = cluster.seconds();
   const auto start = Clock::now();
   BenchRelay relay(options, database.url());
   ProcessUsage usage;
@@ -77,6 +80,7 @@ int drain(const Options& options) {
                 (at_90_percent->second - at_10_percent->second)
           : 0;
   const double seconds = seconds_since(start);
+  const double postgres_cpu = cluster.seconds() - postgres_before;
   usage = relay.usage();
   relay.stop();
   const double vacuum_after_seconds = database.vacuum_seconds();
@@ -89,6 +93,7 @@ int drain(const Options& options) {
             << " steady_messages_per_second=" << steady_rate
             << " cpu_seconds_per_million=" << usage.cpu_seconds * 1e6 / options.rows
             << " peak_rss_mb=" << usage.peak_rss_kb / 1024.0
+            << " postgres_cpu_us_per_row=" << postgres_cpu * 1e6 / options.rows
             << " vacuum_after_seconds=" << vacuum_after_seconds << "\n";
   return 0;
 }
